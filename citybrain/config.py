@@ -1,0 +1,69 @@
+"""citybrain configuration (YAML, strict)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, field_validator
+
+from common.bus import BusConfig
+from common.config import StrictModel, load_config
+
+
+class IngestConfig(StrictModel):
+    group: str = Field("citybrain", description="consumer group shared by all ingest workers")
+    consumer: str | None = Field(
+        None, description="consumer name; default hostname-pid. Reuse it to resume pending work"
+    )
+    batch: int = Field(256, ge=1, le=10_000, description="entries read per XREADGROUP")
+    block_ms: int = Field(1000, ge=0, description="how long a read waits for new entries")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="take over entries another worker left pending this long"
+    )
+    claim_interval_s: float = Field(5.0, gt=0, description="how often to look for such entries")
+
+    def consumer_name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StateConfig(StrictModel):
+    bin_s: int = Field(10, ge=1, le=3600, description="base time bin of counts, seconds")
+    counts_retention_s: int = Field(
+        86_400, ge=60, description="how long binned counts stay in Redis"
+    )
+    dedup_ttl_s: int = Field(
+        86_400, ge=60, description="how long a message id is remembered for de-duplication"
+    )
+    stale_after_s: float = Field(
+        10.0, gt=0, description="an RSU silent this long is reported stale"
+    )
+
+    @field_validator("bin_s")
+    @classmethod
+    def _bin_divides_hour(cls, value: int) -> int:
+        if 3600 % value:
+            raise ValueError(f"bin_s must divide 3600 so bins never straddle an hour, got {value}")
+        return value
+
+
+class ApiConfig(StrictModel):
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8080, ge=0, le=65535, description="listen port")
+    max_bins: int = Field(10_000, ge=1, description="most bins one counts query may return")
+
+
+class CitybrainConfig(StrictModel):
+    bus: BusConfig = Field(default_factory=BusConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+
+
+def load_citybrain_config(path: str | None, redis_url: str | None = None) -> CitybrainConfig:
+    """Config file (optional), then ``redis_url`` or $REDIS_URL over it."""
+    url = redis_url or os.environ.get("REDIS_URL")
+    overrides = {"bus": {"redis_url": url}} if url else {}
+    if path:
+        return load_config(CitybrainConfig, path, overrides)
+    return CitybrainConfig.model_validate(overrides)

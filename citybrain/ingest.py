@@ -1,0 +1,141 @@
+"""The ingest worker: consumer group -> validate -> apply exactly once -> ack.
+
+Order matters: a batch is applied (atomically, with de-dup marks) before it is acked.  A
+worker that dies in between leaves the entries pending; they are redelivered to it when it
+restarts under the same name, or claimed by another worker after ``claim_idle_ms``, and the
+de-dup marks make the second application a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import redis
+
+from citybrain.apply import AnyMessage, StateWriter
+from citybrain.config import CitybrainConfig
+from common.bus import (
+    Delivery,
+    StreamConsumer,
+    all_stream_keys,
+    connect,
+    dead_letter_key,
+    partition_tag,
+)
+from common.schemas import MessageError, decode_message
+
+log = logging.getLogger("citybrain.ingest")
+
+# Test-only failpoint: kill this process with SIGKILL after applying N batches, before acking.
+CRASH_AFTER_APPLY_ENV = "CITYBRAIN_FAILPOINT_CRASH_AFTER_APPLY"
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    delivered: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+
+def _partition_of_stream(stream: str) -> int:
+    # st:{p3}:msgs -> 3
+    return int(stream.split("{p", 1)[1].split("}", 1)[0])
+
+
+class IngestWorker:
+    def __init__(self, config: CitybrainConfig, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.client = client or connect(config.bus.redis_url)
+        ingest = config.ingest
+        self.consumer = StreamConsumer(
+            self.client,
+            all_stream_keys(config.bus.partitions),
+            ingest.group,
+            ingest.consumer_name(),
+            batch=ingest.batch,
+            block_ms=ingest.block_ms,
+            claim_idle_ms=ingest.claim_idle_ms,
+            claim_interval_s=ingest.claim_interval_s,
+        )
+        self.writer = StateWriter(self.client, config.state)
+        self.stats = IngestStats()
+        self._stop = False
+        crash = os.environ.get(CRASH_AFTER_APPLY_ENV)
+        self._crash_after = int(crash) if crash else None
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def step(self) -> int:
+        """Read, apply and ack one batch; returns how many entries it handled."""
+        deliveries = self.consumer.read()
+        if not deliveries:
+            return 0
+        by_partition: dict[int, list[tuple[AnyMessage, bytes]]] = {}
+        valid: list[Delivery] = []
+        for delivery in deliveries:
+            partition = _partition_of_stream(delivery.stream)
+            if delivery.payload is None:
+                self._dead_letter(delivery, partition, "entry has no 'm' payload field")
+                continue
+            try:
+                message = decode_message(delivery.payload)
+            except MessageError as exc:
+                self._dead_letter(delivery, partition, str(exc))
+                continue
+            by_partition.setdefault(partition, []).append((message, delivery.payload))
+            valid.append(delivery)
+        for partition, messages in by_partition.items():
+            result = self.writer.apply(partition_tag(partition), messages)
+            self.stats.applied += result.applied
+            self.stats.duplicates += result.duplicates
+        self.stats.batches += 1
+        self.stats.delivered += len(deliveries)
+        if self._crash_after is not None and self.stats.batches >= self._crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.consumer.ack(valid)
+        return len(deliveries)
+
+    def _dead_letter(self, delivery: Delivery, partition: int, reason: str) -> None:
+        log.warning("dead-lettering %s %s: %s", delivery.stream, delivery.entry_id, reason)
+        self.consumer.dead_letter(delivery, reason, dead_letter_key(partition))
+        self.stats.dead_lettered += 1
+
+    def run(self, idle_exit_s: float | None = None) -> IngestStats:
+        """Loop until stopped (SIGTERM/SIGINT), or until idle for ``idle_exit_s``."""
+        self.consumer.ensure_groups()
+        log.info(
+            "ingest worker %s in group %s on %d partitions",
+            self.consumer.consumer,
+            self.consumer.group,
+            len(self.consumer.streams),
+        )
+        last_work = time.monotonic()
+        last_report = time.monotonic()
+        while not self._stop:
+            try:
+                handled = self.step()
+            except redis.ConnectionError as exc:
+                log.error("Redis unavailable (%s); retrying in 1 s", exc)
+                time.sleep(1.0)
+                continue
+            now = time.monotonic()
+            if handled:
+                last_work = now
+            elif idle_exit_s is not None and now - last_work >= idle_exit_s:
+                break
+            if now - last_report >= 10.0:
+                last_report = now
+                log.info("ingest stats %s", self.stats)
+        return self.stats
+
+
+def install_signal_handlers(worker: IngestWorker) -> None:
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)

@@ -1,0 +1,144 @@
+"""Reading the traffic state that ingest writes (see :mod:`citybrain.keys`)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from citybrain import keys
+from citybrain.config import CitybrainConfig
+from common.bus import all_stream_keys, dead_letter_key, partition_tag
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class CountBin:
+    start_ms: int
+    camera_id: str
+    lane_id: str
+    frames: int = 0
+    observations: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class TrafficState:
+    def __init__(self, client: redis.Redis, config: CitybrainConfig) -> None:
+        self.client = client
+        self.config = config
+        self.partitions = config.bus.partitions
+
+    def _tag(self, rsu_id: str) -> str:
+        return keys.rsu_tag(rsu_id, self.partitions)
+
+    def registry(self) -> dict[str, dict[str, int]]:
+        """rsu_id -> {camera_id: last ingest time ms}."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in range(self.partitions):
+            pipe.hgetall(keys.registry_key(partition_tag(p)))
+        rsus: dict[str, dict[str, int]] = defaultdict(dict)
+        for entries in pipe.execute():
+            for name, seen in entries.items():
+                rsu_id, camera_id = _text(name).split(keys.FIELD_SEP, 1)
+                rsus[rsu_id][camera_id] = int(seen)
+        return dict(sorted(rsus.items()))
+
+    def cameras(self, rsu_id: str) -> dict[str, int]:
+        entries = self.client.hgetall(keys.registry_key(self._tag(rsu_id)))
+        prefix = rsu_id + keys.FIELD_SEP
+        return {
+            _text(k)[len(prefix) :]: int(v)
+            for k, v in entries.items()
+            if _text(k).startswith(prefix)
+        }
+
+    def camera_states(self, rsu_id: str) -> dict[str, dict[str, Any]]:
+        """camera_id -> {frame, health, lanes (parsed messages), *_ingested_ms}."""
+        cameras = sorted(self.cameras(rsu_id))
+        pipe = self.client.pipeline(transaction=False)
+        for camera_id in cameras:
+            pipe.hgetall(keys.state_key(self._tag(rsu_id), rsu_id, camera_id))
+        states: dict[str, dict[str, Any]] = {}
+        for camera_id, raw in zip(cameras, pipe.execute(), strict=False):
+            entry: dict[str, Any] = {}
+            for name, value in raw.items():
+                name = _text(name)
+                if name in ("frame", "health", "lanes"):
+                    entry[name] = orjson.loads(value)
+                else:
+                    entry[name] = int(float(value))
+            states[camera_id] = entry
+        return states
+
+    def counts(
+        self,
+        rsu_id: str,
+        since_ms: int,
+        until_ms: int,
+        bin_s: int,
+        camera_id: str | None = None,
+        lane_id: str | None = None,
+    ) -> list[CountBin]:
+        """Binned counts in [since, until), re-binned to ``bin_s`` (a multiple of the base bin)."""
+        tag = self._tag(rsu_id)
+        bin_ms = bin_s * 1000
+        hours = range(since_ms // keys.HOUR_MS, (until_ms - 1) // keys.HOUR_MS + 1)
+        pipe = self.client.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(keys.counts_key(tag, rsu_id, hour))
+        bins: dict[tuple[int, str, str], CountBin] = {}
+        for entries in pipe.execute():
+            for name, value in entries.items():
+                start, camera, lane, metric, cls = _text(name).split(keys.FIELD_SEP)
+                start_ms = int(start)
+                if not since_ms <= start_ms < until_ms:
+                    continue
+                if (camera_id and camera != camera_id) or (lane_id and lane != lane_id):
+                    continue
+                query_start = start_ms // bin_ms * bin_ms
+                row = bins.get((query_start, camera, lane))
+                if row is None:
+                    row = bins[(query_start, camera, lane)] = CountBin(query_start, camera, lane)
+                n = int(value)
+                if metric == "frames":
+                    row.frames += n
+                elif metric == "obs":
+                    row.observations[cls] = row.observations.get(cls, 0) + n
+                elif metric == "count":
+                    row.counts[cls] = row.counts.get(cls, 0) + n
+        return [bins[k] for k in sorted(bins)]
+
+    def dead_letters(self) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for p in range(self.partitions):
+            pipe.xlen(dead_letter_key(p))
+        return sum(pipe.execute())
+
+    def ingest_lag(self) -> dict[str, int]:
+        """Entries not yet read by the ingest group, and entries read but not yet acked."""
+        pipe = self.client.pipeline(transaction=False)
+        streams = all_stream_keys(self.partitions)
+        for stream in streams:
+            pipe.xinfo_groups(stream)
+        unread = pending = 0
+        group = self.config.ingest.group.encode()
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):
+                continue  # stream not created yet
+            for info in result:
+                name = info["name"]
+                if (name if isinstance(name, bytes) else name.encode()) == group:
+                    unread += int(info.get("lag") or 0)
+                    pending += int(info.get("pending") or 0)
+        return {"unread": unread, "pending": pending}

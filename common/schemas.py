@@ -1,0 +1,178 @@
+"""Versioned bus messages between RSUs and the traffic center.
+
+Modelled on the roadside V2X messages (China RSM participants, ETSI CPM perceived objects,
+SAE J3224 SDSM): one message per processed camera frame with the road users seen in it, one
+per interval with per-lane aggregates, and periodic RSU health.  Every message carries the
+schema version ``v`` and its ``kind``; the pair ``(rsu_id, camera_id, run_id, seq)`` names a
+message uniquely, which is what the center de-duplicates on (delivery is at-least-once).
+
+Encoding is orjson over the pydantic models; :func:`decode_message` validates bytes in one pass
+and raises :class:`MessageError` with a reason fit for the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_OBJECTS_PER_FRAME = 2000
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+EpochMs = Annotated[int, Field(ge=0, description="UTC time, milliseconds since the Unix epoch")]
+
+
+class RoadUserClass(str, Enum):
+    """Road-user classes an RSU reports (a subset of COCO, named as COCO names them)."""
+
+    person = "person"
+    bicycle = "bicycle"
+    car = "car"
+    motorcycle = "motorcycle"
+    bus = "bus"
+    truck = "truck"
+
+
+VEHICLE_CLASSES = frozenset(
+    {RoadUserClass.car, RoadUserClass.motorcycle, RoadUserClass.bus, RoadUserClass.truck}
+)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroundPosition(_Message):
+    x: float = Field(description="metres east (scene frame x) of the scene origin")
+    y: float = Field(description="metres north (scene frame y) of the scene origin")
+
+
+class GeoPosition(_Message):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class PerceivedObject(_Message):
+    """One road user in one frame (RSM participant / CPM perceived object)."""
+
+    track_id: int | None = Field(None, ge=0, description="stable id across frames, if tracked")
+    category: RoadUserClass
+    confidence: float = Field(ge=0.0, le=1.0)
+    bbox: tuple[float, float, float, float] = Field(
+        description="pixel box x1, y1, x2, y2 in the full camera frame"
+    )
+    ground: GroundPosition | None = Field(None, description="bottom-centre on the ground plane")
+    geo: GeoPosition | None = Field(None, description="WGS84, when the scene is georeferenced")
+    speed_mps: float | None = Field(None, ge=0.0)
+    heading_deg: float | None = Field(None, ge=0.0, lt=360.0, description="clockwise from north")
+    lane_id: str | None = None
+
+
+class FrameObjects(_Message):
+    """Road users perceived in one processed camera frame."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["frame"] = "frame"
+    rsu_id: Identifier
+    camera_id: Identifier
+    run_id: Identifier = Field(description="changes each time the RSU process starts")
+    seq: int = Field(ge=0, description="frame sequence within the run")
+    captured_at_ms: EpochMs
+    published_at_ms: EpochMs
+    pipeline_ms: float = Field(ge=0.0, description="decoded frame -> message ready, on the RSU")
+    image_width: int = Field(gt=0)
+    image_height: int = Field(gt=0)
+    objects: list[PerceivedObject] = Field(max_length=MAX_OBJECTS_PER_FRAME)
+
+
+class LaneInterval(_Message):
+    lane_id: str
+    approach: str | None = None
+    counts: dict[RoadUserClass, int] = Field(default_factory=dict)
+    mean_speed_mps: float | None = Field(None, ge=0.0)
+    occupancy: float | None = Field(None, ge=0.0, le=1.0, description="share of time occupied")
+    queue_vehicles: int | None = Field(None, ge=0)
+    queue_m: float | None = Field(None, ge=0.0)
+
+
+class LaneAggregates(_Message):
+    """Per-lane aggregates over one interval, computed on the RSU."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["lane_aggregates"] = "lane_aggregates"
+    rsu_id: Identifier
+    camera_id: Identifier
+    run_id: Identifier
+    seq: int = Field(ge=0, description="interval sequence within the run")
+    interval_start_ms: EpochMs
+    interval_s: float = Field(gt=0.0)
+    lanes: list[LaneInterval] = Field(max_length=256)
+
+
+class LatencySummary(_Message):
+    p50_ms: float = Field(ge=0.0)
+    p99_ms: float = Field(ge=0.0)
+
+
+class RsuHealth(_Message):
+    """Heartbeat of one RSU camera pipeline."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["health"] = "health"
+    rsu_id: Identifier
+    camera_id: Identifier
+    run_id: Identifier
+    seq: int = Field(ge=0, description="heartbeat sequence within the run")
+    sent_at_ms: EpochMs
+    status: Literal["ok", "degraded", "down"]
+    source_connected: bool
+    fps: float = Field(ge=0.0, description="processed frames per second, recent window")
+    frames_processed: int = Field(ge=0)
+    frames_skipped: int = Field(ge=0)
+    latency: LatencySummary | None = None
+    budget_ms: float = Field(gt=0.0)
+    budget_violations: int = Field(ge=0)
+    detail: str | None = Field(None, max_length=1000)
+
+
+Message = Annotated[FrameObjects | LaneAggregates | RsuHealth, Field(discriminator="kind")]
+_MESSAGE_ADAPTER: TypeAdapter[FrameObjects | LaneAggregates | RsuHealth] = TypeAdapter(Message)
+
+
+class MessageError(ValueError):
+    """Bytes that are not a valid message; ``str(exc)`` is the dead-letter reason."""
+
+
+def message_key(msg: FrameObjects | LaneAggregates | RsuHealth) -> str:
+    """The identity the center de-duplicates on."""
+    return f"{msg.kind}/{msg.rsu_id}/{msg.camera_id}/{msg.run_id}/{msg.seq}"
+
+
+def encode_message(msg: FrameObjects | LaneAggregates | RsuHealth) -> bytes:
+    return orjson.dumps(msg.model_dump(mode="json", exclude_none=True))
+
+
+def decode_message(data: bytes) -> FrameObjects | LaneAggregates | RsuHealth:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message too large: {len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MessageError(f"message must be a JSON object, got {type(raw).__name__}")
+    version = raw.get("v")
+    if version != SCHEMA_VERSION:
+        raise MessageError(f"unsupported schema version v={version!r} (this build reads v=1)")
+    try:
+        return _MESSAGE_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise MessageError(f"invalid {raw.get('kind', 'message')}: {problems}") from None

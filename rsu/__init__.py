@@ -1,0 +1,1 @@
+"""Roadside unit: camera frames in, perceived road users out over the bus."""

@@ -1,0 +1,86 @@
+"""``rsu`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from common.config import ConfigError
+from common.datadir import AssetNotFoundError
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from rsu.detector import ModelError
+    from rsu.publisher import PublishError
+    from rsu.replay import format_summary, run_replay
+    from rsu.source import SourceError
+
+    overrides: dict[str, Any] = {}
+    detector: dict[str, Any] = {}
+    if args.model:
+        detector["model"] = args.model
+    if args.imgsz:
+        detector["imgsz"] = args.imgsz
+    if detector:
+        overrides["detector"] = detector
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    if redis_url:
+        overrides["bus"] = {"redis_url": redis_url}
+    for key in ("rsu_id", "camera_id", "data_dir"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    try:
+        summary = run_replay(
+            args.scene,
+            config_path=args.config,
+            overrides=overrides,
+            video=args.video,
+            realtime=args.realtime,
+            max_frames=args.max_frames,
+            stride=args.stride,
+            progress=not args.no_progress and not args.json,
+        )
+    except (ConfigError, AssetNotFoundError, SourceError, ModelError, PublishError) as exc:
+        print(f"rsu replay: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary.as_json()).decode() + "\n")
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsu", description="Roadside unit: camera -> bus")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="replay a recorded clip through the RSU pipeline")
+    replay.add_argument("--scene", required=True, help="scene file, e.g. replay_data/X.yaml")
+    replay.add_argument("--config", help="RSU config YAML merged over the scene defaults")
+    replay.add_argument("--video", help="clip to replay instead of the scene's own")
+    replay.add_argument("--realtime", action="store_true", help="pace frames at the clip's fps")
+    replay.add_argument("--redis-url", help="bus URL (default: $REDIS_URL, then the config)")
+    replay.add_argument("--model", help="detector model file (data directory relative)")
+    replay.add_argument("--imgsz", type=int, help="detector input size")
+    replay.add_argument("--rsu-id", dest="rsu_id", help="RSU id to publish as")
+    replay.add_argument("--camera-id", dest="camera_id", help="camera id to publish as")
+    replay.add_argument("--data-dir", dest="data_dir", help="extra directory for models/videos")
+    replay.add_argument("--max-frames", type=int, help="stop after this many frames")
+    replay.add_argument("--stride", type=int, default=1, help="process every N-th frame")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    replay.set_defaults(func=_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,19 @@
+"""RSU process configuration."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.bus import BusConfig
+from common.config import StrictModel
+from rsu.detector import DetectorConfig
+
+
+class RsuConfig(StrictModel):
+    rsu_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique id of this RSU")
+    camera_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="camera id")
+    data_dir: str | None = Field(None, description="extra directory searched for models/videos")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    budget_ms: float = Field(20.0, gt=0, description="per-frame latency budget, decode->publish")
+    health_interval_s: float = Field(1.0, gt=0, description="seconds between health messages")

@@ -1,0 +1,188 @@
+"""YOLO detection through ONNX Runtime: letterbox, inference, vectorised decode and NMS.
+
+Works with Ultralytics detection exports (output ``1 x (4 + C) x A``: cx, cy, w, h and C class
+scores, no NMS in the graph).  Only the road-user classes asked for are decoded.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from common.config import StrictModel
+from common.schemas import RoadUserClass
+from rsu.detections import Detections
+
+COCO_IDS = {"person": 0, "bicycle": 1, "car": 2, "motorcycle": 3, "bus": 5, "truck": 7}
+LETTERBOX_FILL = 114
+
+
+class DetectorConfig(StrictModel):
+    runtime: Literal["onnxruntime"] = Field("onnxruntime", description="detector runtime plugin")
+    model: str = Field(
+        "models/yolov8n-coco-320.onnx",
+        description="model file; relative paths are looked up in the data directories",
+    )
+    imgsz: int | None = Field(None, gt=0, description="input size; default: the model's own")
+    confidence: float = Field(0.25, ge=0.0, le=1.0, description="minimum class score")
+    class_confidence: dict[RoadUserClass, float] = Field(
+        default_factory=dict, description="per-class minimum score, overriding `confidence`"
+    )
+    iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold (per class)")
+    max_detections: int = Field(300, gt=0, description="most boxes kept per frame")
+    classes: list[RoadUserClass] = Field(
+        default_factory=lambda: list(RoadUserClass), description="road-user classes to keep"
+    )
+    threads: int = Field(0, ge=0, description="inference threads; 0 = one per core")
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    scale: float
+    pad_x: int
+    pad_y: int
+
+
+def letterbox(image: np.ndarray, size: int, out: np.ndarray) -> Letterbox:
+    """Resize keeping aspect ratio into ``out`` (size x size x 3, padded grey)."""
+    h, w = image.shape[:2]
+    scale = min(size / h, size / w)
+    nw, nh = round(w * scale), round(h * scale)
+    pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
+    out[:] = LETTERBOX_FILL
+    out[pad_y : pad_y + nh, pad_x : pad_x + nw] = cv2.resize(
+        image, (nw, nh), interpolation=cv2.INTER_LINEAR
+    )
+    return Letterbox(scale, pad_x, pad_y)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices in descending score order."""
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        iw = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(0)
+        ih = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(0)
+        inter = iw * ih
+        iou = inter / (areas[i] + areas[rest] - inter + 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float
+) -> np.ndarray:
+    """Per-class NMS in one pass: boxes of different classes are shifted apart so never overlap."""
+    if boxes.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    offset = classes.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
+    return nms(boxes + offset, scores, iou)
+
+
+def _model_class_ids(metadata: dict[str, str]) -> dict[str, int]:
+    names = metadata.get("names")
+    if not names:
+        return dict(COCO_IDS)
+    try:
+        parsed = ast.literal_eval(names)
+    except (ValueError, SyntaxError):
+        return dict(COCO_IDS)
+    return {str(v): int(k) for k, v in parsed.items()}
+
+
+class OnnxDetector:
+    def __init__(self, config: DetectorConfig, model_path: Path) -> None:
+        import onnxruntime as ort
+
+        self.config = config
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        model_size = inp.shape[2] if isinstance(inp.shape[2], int) else None
+        self.imgsz = config.imgsz or model_size or 640
+        if model_size is not None and config.imgsz not in (None, model_size):
+            raise ModelError(
+                f"{model_path.name} has a fixed input of {model_size}x{model_size}; "
+                f"detector.imgsz={config.imgsz} does not match (export the model at that size)"
+            )
+        output_shape = self.session.get_outputs()[0].shape
+        ids = _model_class_ids(self.session.get_modelmeta().custom_metadata_map)
+        missing = [c.value for c in config.classes if c.value not in ids]
+        if missing:
+            raise ModelError(f"model {model_path.name} has no class {missing}")
+        if isinstance(output_shape[1], int) and output_shape[1] - 4 <= max(ids.values()):
+            raise ModelError(f"unexpected output shape {output_shape} for a YOLO detection model")
+        self.class_names = np.array([c.value for c in config.classes], dtype=object)
+        self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
+        self.thresholds = np.array(
+            [config.class_confidence.get(c, config.confidence) for c in config.classes],
+            dtype=np.float32,
+        )
+        self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        box = letterbox(image, self.imgsz, self._canvas)
+        blob = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
+        return blob, box
+
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: blob})[0]
+
+    def postprocess(self, output: np.ndarray, box: Letterbox, shape: tuple[int, ...]) -> Detections:
+        pred = output[0]  # (4 + C, A)
+        scores = pred[self.score_rows]  # (K, A) only the classes we keep
+        best = scores.argmax(axis=0)
+        conf = scores[best, np.arange(scores.shape[1])]
+        mask = conf >= self.thresholds[best]
+        if not mask.any():
+            return Detections.empty()
+        cx, cy, w, h = pred[0, mask], pred[1, mask], pred[2, mask], pred[3, mask]
+        conf, best = conf[mask], best[mask]
+        xyxy = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
+        keep = batched_nms(xyxy, conf, best, self.config.iou)[: self.config.max_detections]
+        xyxy, conf, best = xyxy[keep], conf[keep], best[keep]
+        xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - box.pad_x) / box.scale
+        xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - box.pad_y) / box.scale
+        height, width = shape[:2]
+        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, width)
+        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, height)
+        return Detections(
+            xyxy=xyxy.astype(np.float32),
+            confidence=conf.astype(np.float32),
+            class_name=self.class_names[best],
+        )
+
+    def detect(self, image: np.ndarray) -> Detections:
+        blob, box = self.preprocess(image)
+        return self.postprocess(self.infer(blob), box, image.shape)
+
+
+def build_detector(config: DetectorConfig, model_path: Path) -> OnnxDetector:
+    """Detector runtimes are plugins keyed by ``config.runtime``."""
+    runtimes = {"onnxruntime": OnnxDetector}
+    return runtimes[config.runtime](config, model_path)

@@ -1,0 +1,165 @@
+"""One camera's processing: frame -> detections -> scene analytics -> bus message.
+
+Each stage is small and takes/returns the :class:`~rsu.detections.Detections` of the frame;
+the pipeline times every stage and emits a health message every ``health_interval_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from common.schemas import (
+    FrameObjects,
+    GroundPosition,
+    LatencySummary,
+    PerceivedObject,
+    RoadUserClass,
+    RsuHealth,
+)
+from rsu.config import RsuConfig
+from rsu.detections import Detections
+from rsu.detector import OnnxDetector
+from rsu.publisher import BusPublisher
+from rsu.scene import GroundProjector, LaneMap, SceneConfig
+from rsu.source import Frame
+from rsu.timing import StageTimer
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SceneAnalytics:
+    """Ground positions and lane ids of detections, from the scene geometry."""
+
+    def __init__(self, scene: SceneConfig | None) -> None:
+        self.lanes = LaneMap(scene.lanes if scene else [])
+        self.projector = GroundProjector(scene.calibration) if scene and scene.calibration else None
+
+    def __call__(self, detections: Detections) -> Detections:
+        feet = detections.bottom_centres()
+        detections.lane_id = self.lanes.assign(feet)
+        if self.projector is not None:
+            detections.ground_xy = self.projector.to_ground(feet)
+        return detections
+
+
+def to_objects(detections: Detections) -> list[PerceivedObject]:
+    boxes = np.round(detections.xyxy.astype(np.float64), 1).tolist()
+    confidences = np.round(detections.confidence.astype(np.float64), 3).tolist()
+    ground = (
+        np.round(detections.ground_xy, 2).tolist() if detections.ground_xy is not None else None
+    )
+    tracks = detections.track_id.tolist() if detections.track_id is not None else None
+    lanes = detections.lane_id or [None] * len(detections)
+    return [
+        PerceivedObject(
+            track_id=tracks[i] if tracks else None,
+            category=RoadUserClass(detections.class_name[i]),
+            confidence=confidences[i],
+            bbox=tuple(boxes[i]),
+            ground=GroundPosition(x=ground[i][0], y=ground[i][1]) if ground else None,
+            lane_id=lanes[i],
+        )
+        for i in range(len(detections))
+    ]
+
+
+class RsuPipeline:
+    def __init__(
+        self,
+        config: RsuConfig,
+        detector: OnnxDetector,
+        publisher: BusPublisher,
+        scene: SceneConfig | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.detector = detector
+        self.publisher = publisher
+        self.analytics = SceneAnalytics(scene)
+        self.run_id = run_id or str(now_ms())
+        self.timer = StageTimer()
+        self.frames = 0
+        self.budget_violations = 0
+        self.class_totals: dict[str, int] = {}
+        self._health_seq = 0
+        self._next_health = 0.0
+        self._recent = deque[float](maxlen=120)  # wall times of recent frames, for fps
+
+    def process(self, frame: Frame, captured_at_ms: int, decode_ms: float = 0.0) -> FrameObjects:
+        timer = self.timer
+        timer.record("decode", decode_ms)
+        with timer.stage("preprocess"):
+            blob, box = self.detector.preprocess(frame.image)
+        with timer.stage("inference"):
+            output = self.detector.infer(blob)
+        with timer.stage("postprocess"):
+            detections = self.detector.postprocess(output, box, frame.image.shape)
+        with timer.stage("analytics"):
+            detections = self.analytics(detections)
+        with timer.stage("publish"):
+            height, width = frame.image.shape[:2]
+            message = FrameObjects(
+                rsu_id=self.config.rsu_id,
+                camera_id=self.config.camera_id,
+                run_id=self.run_id,
+                seq=self.frames,
+                captured_at_ms=captured_at_ms,
+                published_at_ms=now_ms(),
+                pipeline_ms=round(timer.frame_so_far_ms(), 3),
+                image_width=width,
+                image_height=height,
+                objects=to_objects(detections),
+            )
+            batch: list[FrameObjects | RsuHealth] = [message]
+            wall = time.monotonic()
+            self._recent.append(wall)
+            if wall >= self._next_health:
+                self._next_health = wall + self.config.health_interval_s
+                batch.append(self.health(status="ok", source_connected=True))
+            self.publisher.send(batch)
+        stages = timer.end_frame()
+        if sum(v for k, v in stages.items() if k != "decode") > self.config.budget_ms:
+            self.budget_violations += 1
+        self.frames += 1
+        for name, count in detections.counts_by_class().items():
+            self.class_totals[name] = self.class_totals.get(name, 0) + count
+        return message
+
+    def fps(self) -> float:
+        if len(self._recent) < 2:
+            return 0.0
+        span = self._recent[-1] - self._recent[0]
+        return (len(self._recent) - 1) / span if span > 0 else 0.0
+
+    def health(self, status: str, source_connected: bool, detail: str | None = None) -> RsuHealth:
+        latency = StageTimer.percentiles(self.timer.total)
+        if status == "ok" and self.timer.total and latency["p99_ms"] > self.config.budget_ms:
+            status = "degraded"
+            detail = detail or f"p99 latency {latency['p99_ms']:.1f} ms over budget"
+        message = RsuHealth(
+            rsu_id=self.config.rsu_id,
+            camera_id=self.config.camera_id,
+            run_id=self.run_id,
+            seq=self._health_seq,
+            sent_at_ms=now_ms(),
+            status=status,
+            source_connected=source_connected,
+            fps=round(self.fps(), 2),
+            frames_processed=self.frames,
+            frames_skipped=0,
+            latency=LatencySummary(**latency) if self.timer.total else None,
+            budget_ms=self.config.budget_ms,
+            budget_violations=self.budget_violations,
+            detail=detail,
+        )
+        self._health_seq += 1
+        return message
+
+    def finish(self, detail: str) -> None:
+        """Tell the center this camera stopped (end of a replay, shutdown)."""
+        self.publisher.send([self.health(status="down", source_connected=False, detail=detail)])

@@ -1,0 +1,124 @@
+"""Scene geometry of one camera: calibration (image -> ground) and lanes.
+
+A scene file (``replay_data/*.yaml``) describes what a camera sees.  Lanes are polygons in
+image pixels; a road user is in the lane that contains its bottom-centre point.  The optional
+calibration is a homography fitted to at least four image <-> ground point pairs (ground in
+metres in a local scene frame, x east, y north).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+from shapely import STRtree, points
+from shapely.geometry import Polygon
+from shapely.validation import explain_validity
+
+from common.config import StrictModel
+from rsu.detector import DetectorConfig
+
+Point2 = tuple[float, float]
+
+
+class Calibration(StrictModel):
+    image_points: list[Point2] = Field(min_length=4, description="pixel x, y of reference points")
+    ground_points: list[Point2] = Field(min_length=4, description="metres x, y of the same points")
+    note: str | None = Field(None, description="how the ground distances were estimated")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Calibration:
+        if len(self.image_points) != len(self.ground_points):
+            raise ValueError(
+                f"image_points has {len(self.image_points)} points but ground_points has "
+                f"{len(self.ground_points)}"
+            )
+        return self
+
+
+class Lane(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="lane id, unique in the scene")
+    polygon: list[Point2] = Field(min_length=3, description="image polygon, pixels")
+    approach: str | None = Field(None, description="approach name, e.g. north")
+    direction: str | None = Field(None, description="inbound or outbound")
+    movements: list[str] = Field(default_factory=list, description="e.g. through, left, right")
+
+    @field_validator("polygon")
+    @classmethod
+    def _valid_polygon(cls, value: list[Point2]) -> list[Point2]:
+        polygon = Polygon(value)
+        if not polygon.is_valid:
+            raise ValueError(f"lane polygon is not a simple polygon: {explain_validity(polygon)}")
+        if polygon.area <= 0:
+            raise ValueError("lane polygon has zero area")
+        return value
+
+
+class SceneConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="scene name")
+    description: str | None = None
+    video: str | None = Field(None, description="clip replayed for this scene (data directory)")
+    rsu_id: str | None = Field(None, description="RSU id used when replaying; default: name")
+    camera_id: str = Field("cam0", description="camera id used when replaying")
+    image_size: tuple[int, int] | None = Field(None, description="width, height of the camera")
+    detector: dict[str, object] = Field(
+        default_factory=dict, description="detector settings recommended for this camera"
+    )
+    calibration: Calibration | None = None
+    lanes: list[Lane] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> SceneConfig:
+        ids = [lane.id for lane in self.lanes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate lane ids: {dupes}")
+        if self.detector:
+            DetectorConfig.model_validate(self.detector)
+        return self
+
+
+class SceneError(ValueError):
+    pass
+
+
+class GroundProjector:
+    """Maps image points to ground metres with the scene's homography."""
+
+    def __init__(self, calibration: Calibration) -> None:
+        import cv2
+
+        src = np.asarray(calibration.image_points, np.float64)
+        dst = np.asarray(calibration.ground_points, np.float64)
+        matrix, _ = cv2.findHomography(src, dst, 0)
+        if matrix is None or abs(np.linalg.det(matrix)) < 1e-12:
+            raise SceneError(
+                "calibration is degenerate: the points give no invertible homography "
+                "(are three or more of them on one line?)"
+            )
+        self.matrix = matrix
+
+    def to_ground(self, image_xy: np.ndarray) -> np.ndarray:
+        if image_xy.shape[0] == 0:
+            return np.zeros((0, 2))
+        homogeneous = np.c_[image_xy, np.ones(len(image_xy))] @ self.matrix.T
+        return homogeneous[:, :2] / homogeneous[:, 2:3]
+
+
+class LaneMap:
+    """Which lane (if any) each image point is in."""
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        self.lanes = lanes
+        self._tree = STRtree([Polygon(lane.polygon) for lane in lanes]) if lanes else None
+
+    def assign(self, image_xy: np.ndarray) -> list[str | None]:
+        result: list[str | None] = [None] * len(image_xy)
+        if self._tree is None or len(image_xy) == 0:
+            return result
+        point_idx, lane_idx = self._tree.query(points(image_xy), predicate="within")
+        # Overlapping lanes: the first listed wins, so visit hits in (point, lane) order.
+        order = np.lexsort((lane_idx, point_idx))
+        for p, g in zip(point_idx[order].tolist(), lane_idx[order].tolist(), strict=False):
+            if result[p] is None:
+                result[p] = self.lanes[g].id
+        return result

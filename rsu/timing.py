@@ -1,0 +1,56 @@
+"""Per-stage latency bookkeeping for the RSU pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "analytics", "publish")
+
+
+class StageTimer:
+    """Keeps the last ``window`` samples of each stage and of the whole frame, in ms."""
+
+    def __init__(self, window: int = 10_000) -> None:
+        self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self.total: deque[float] = deque(maxlen=window)
+        self._current: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._current[name] = (time.perf_counter() - start) * 1000.0
+
+    def record(self, name: str, ms: float) -> None:
+        self._current[name] = ms
+
+    def frame_so_far_ms(self) -> float:
+        return sum(v for k, v in self._current.items() if k != "decode")
+
+    def end_frame(self) -> dict[str, float]:
+        """Close the frame; the total is decoded frame -> published (decode excluded)."""
+        current, self._current = self._current, {}
+        for name, value in current.items():
+            self.samples[name].append(value)
+        total = sum(v for k, v in current.items() if k != "decode")
+        self.total.append(total)
+        return current
+
+    @staticmethod
+    def percentiles(values: deque[float] | list[float]) -> dict[str, float]:
+        if not values:
+            return {"p50_ms": 0.0, "p99_ms": 0.0}
+        arr = np.fromiter(values, dtype=np.float64)
+        return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {name: self.percentiles(v) for name, v in self.samples.items() if v}
+        out["pipeline"] = self.percentiles(self.total)
+        return out
