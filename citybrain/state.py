@@ -12,7 +12,7 @@ import redis
 
 from citybrain import keys
 from citybrain.config import CitybrainConfig
-from common.bus import all_stream_keys, dead_letter_key, partition_tag
+from common.bus import all_stream_keys, dead_letter_key, group_lag, partition_tag
 
 
 def now_ms() -> int:
@@ -127,18 +127,7 @@ class TrafficState:
 
     def ingest_lag(self) -> dict[str, int]:
         """Entries not yet read by the ingest group, and entries read but not yet acked."""
-        pipe = self.client.pipeline(transaction=False)
-        streams = all_stream_keys(self.partitions)
-        for stream in streams:
-            pipe.xinfo_groups(stream)
-        unread = pending = 0
-        group = self.config.ingest.group.encode()
-        for result in pipe.execute(raise_on_error=False):
-            if isinstance(result, Exception):
-                continue  # stream not created yet
-            for info in result:
-                name = info["name"]
-                if (name if isinstance(name, bytes) else name.encode()) == group:
-                    unread += int(info.get("lag") or 0)
-                    pending += int(info.get("pending") or 0)
+        unread, pending = group_lag(
+            self.client, all_stream_keys(self.partitions), self.config.ingest.group
+        )
         return {"unread": unread, "pending": pending}

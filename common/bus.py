@@ -221,17 +221,42 @@ class StreamConsumer:
 
     def lag(self) -> int:
         """Entries not yet delivered to the group plus entries delivered but not acked."""
-        total = 0
-        for stream in self.streams:
-            try:
-                groups = self._client.xinfo_groups(stream)
-            except redis.ResponseError:
-                continue
+        unread, pending = group_lag(self._client, self.streams, self.group)
+        return unread + pending
+
+
+def group_lag(client: redis.Redis, streams: Sequence[str], group: str) -> tuple[int, int]:
+    """(unread, pending) of ``group`` over ``streams``.
+
+    A stream whose group does not exist yet counts as wholly unread.  When the server cannot
+    compute the lag (it reports nil after entries were deleted), the bound XLEN - entries-read
+    is used instead.
+    """
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
+    results = pipe.execute(raise_on_error=False)
+    wanted = group.encode()
+    unread = pending = 0
+    for groups, length in zip(results[0::2], results[1::2], strict=True):
+        length = length if isinstance(length, int) else 0
+        info = None
+        if not isinstance(groups, Exception):
             for g in groups:
-                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                if name == self.group:
-                    total += int(g.get("lag") or 0) + int(g.get("pending") or 0)
-        return total
+                name = g["name"] if isinstance(g["name"], bytes) else g["name"].encode()
+                if name == wanted:
+                    info = g
+        if info is None:
+            unread += length
+            continue
+        pending += int(info.get("pending") or 0)
+        if info.get("lag") is not None:
+            unread += int(info["lag"])
+        else:
+            read = info.get("entries-read")
+            unread += max(0, length - int(read)) if read is not None else length
+    return unread, pending
 
 
 def _to_delivery(stream: str, entry: tuple[bytes, dict[bytes, bytes]]) -> Delivery:

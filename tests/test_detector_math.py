@@ -1,0 +1,34 @@
+"""Letterbox geometry and NMS on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rsu.detector import batched_nms, letterbox, nms
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array(
+        [[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9]], dtype=np.float32
+    )
+    scores = np.array([0.9, 0.8, 0.7, 0.95], dtype=np.float32)
+    # IoU(3, 0) = 0.9, IoU(3, 1) = 72/90 = 0.8, IoU(0, 1) = 0.81
+    assert nms(boxes, scores, 0.7).tolist() == [3, 2]
+    assert nms(boxes, scores, 0.85).tolist() == [3, 1, 2]
+
+
+def test_batched_nms_never_suppresses_across_classes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=np.float32)
+    scores = np.array([0.9, 0.8], dtype=np.float32)
+    assert batched_nms(boxes, scores, np.array([0, 0]), 0.5).tolist() == [0]
+    assert sorted(batched_nms(boxes, scores, np.array([0, 1]), 0.5).tolist()) == [0, 1]
+
+
+def test_letterbox_pads_and_scales_a_wide_frame() -> None:
+    image = np.full((540, 960, 3), 200, np.uint8)
+    out = np.empty((320, 320, 3), np.uint8)
+    box = letterbox(image, 320, out)
+    assert box.scale == 320 / 960
+    assert (box.pad_x, box.pad_y) == (0, 70)  # 960x540 -> 320x180, centred vertically
+    assert (out[:70] == 114).all() and (out[250:] == 114).all()
+    assert (out[70:250] == 200).all()
