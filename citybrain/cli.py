@@ -43,9 +43,20 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from citybrain.demo import run_demo
+    from citybrain.demo import DemoError, run_demo
+    from common.redis_server import ServerUnavailableError
 
-    return run_demo(scene=args.scene, port=args.port, exit_after=args.exit, realtime=args.realtime)
+    try:
+        return run_demo(
+            scene=args.scene,
+            port=args.port,
+            exit_after=args.exit,
+            realtime=args.realtime,
+            max_frames=args.max_frames,
+        )
+    except (DemoError, ServerUnavailableError) as exc:
+        print(f"citybrain demo: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scene", default="replay_data/intersection_beijing.yaml")
     demo.add_argument("--port", type=int, default=8080, help="API port (a free one if taken)")
     demo.add_argument("--realtime", action="store_true", help="replay at the clip's frame rate")
+    demo.add_argument("--max-frames", type=int, help="replay only the first N frames")
     demo.add_argument("--exit", action="store_true", help="stop once the summary is printed")
     demo.set_defaults(func=_demo)
     return parser

@@ -21,6 +21,10 @@ import httpx
 from common.redis_server import LocalRedisServer, free_port, redis_url_from_env
 
 
+class DemoError(RuntimeError):
+    """A part of the demo failed to start or finish; the message says which."""
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -34,14 +38,14 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"API process exited with {proc.returncode}")
+            raise DemoError(f"the API process exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"API did not answer at {url}")
+    raise DemoError(f"the API did not answer at {url}")
 
 
 def _wait_ingested(
@@ -51,7 +55,7 @@ def _wait_ingested(
     health: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if ingest.poll() is not None:
-            raise RuntimeError(f"the ingest worker exited with {ingest.returncode}")
+            raise DemoError(f"the ingest worker exited with {ingest.returncode}")
         health = httpx.get(f"{base}/health", timeout=5.0).json()
         if health.get("ingest_unread") == 0 and health.get("ingest_pending") == 0:
             return health
@@ -104,7 +108,9 @@ def summarise(base: str) -> str:
     return "\n".join(lines)
 
 
-def run_demo(scene: str, port: int, exit_after: bool, realtime: bool) -> int:
+def run_demo(
+    scene: str, port: int, exit_after: bool, realtime: bool, max_frames: int | None = None
+) -> int:
     server: LocalRedisServer | None = None
     url = redis_url_from_env()
     if url is None:
@@ -114,7 +120,7 @@ def run_demo(scene: str, port: int, exit_after: bool, realtime: bool) -> int:
     else:
         print(f"using the Redis server at {url}", flush=True)
     env = dict(os.environ, REDIS_URL=url)
-    if not _port_free(port):
+    if port == 0 or not _port_free(port):
         port = free_port()
     base = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -128,6 +134,8 @@ def run_demo(scene: str, port: int, exit_after: bool, realtime: bool) -> int:
         replay_cmd = [py, "-m", "rsu.cli", "replay", "--scene", scene]
         if realtime:
             replay_cmd.append("--realtime")
+        if max_frames:
+            replay_cmd += ["--max-frames", str(max_frames)]
         replay = subprocess.run(replay_cmd, env=env, check=False)
         if replay.returncode != 0:
             print(f"demo: the RSU replay failed (exit {replay.returncode})", file=sys.stderr)
