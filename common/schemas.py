@@ -72,15 +72,20 @@ class PerceivedObject(_Message):
     lane_id: str | None = None
 
 
-class FrameObjects(_Message):
-    """Road users perceived in one processed camera frame."""
+class _RsuMessage(_Message):
+    """Header of every RSU message; (kind, rsu_id, camera_id, run_id, seq) names it."""
 
     v: Literal[1] = SCHEMA_VERSION
-    kind: Literal["frame"] = "frame"
     rsu_id: Identifier
     camera_id: Identifier
     run_id: Identifier = Field(description="changes each time the RSU process starts")
-    seq: int = Field(ge=0, description="frame sequence within the run")
+    seq: int = Field(ge=0, description="sequence number of this kind of message in the run")
+
+
+class FrameObjects(_RsuMessage):
+    """Road users perceived in one processed camera frame."""
+
+    kind: Literal["frame"] = "frame"
     captured_at_ms: EpochMs
     published_at_ms: EpochMs
     pipeline_ms: float = Field(ge=0.0, description="decoded frame -> message ready, on the RSU")
@@ -99,15 +104,10 @@ class LaneInterval(_Message):
     queue_m: float | None = Field(None, ge=0.0)
 
 
-class LaneAggregates(_Message):
+class LaneAggregates(_RsuMessage):
     """Per-lane aggregates over one interval, computed on the RSU."""
 
-    v: Literal[1] = SCHEMA_VERSION
     kind: Literal["lane_aggregates"] = "lane_aggregates"
-    rsu_id: Identifier
-    camera_id: Identifier
-    run_id: Identifier
-    seq: int = Field(ge=0, description="interval sequence within the run")
     interval_start_ms: EpochMs
     interval_s: float = Field(gt=0.0)
     lanes: list[LaneInterval] = Field(max_length=256)
@@ -118,15 +118,10 @@ class LatencySummary(_Message):
     p99_ms: float = Field(ge=0.0)
 
 
-class RsuHealth(_Message):
+class RsuHealth(_RsuMessage):
     """Heartbeat of one RSU camera pipeline."""
 
-    v: Literal[1] = SCHEMA_VERSION
     kind: Literal["health"] = "health"
-    rsu_id: Identifier
-    camera_id: Identifier
-    run_id: Identifier
-    seq: int = Field(ge=0, description="heartbeat sequence within the run")
     sent_at_ms: EpochMs
     status: Literal["ok", "degraded", "down"]
     source_connected: bool

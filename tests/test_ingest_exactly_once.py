@@ -22,7 +22,7 @@ from common.bus import BusConfig, StreamProducer
 from common.schemas import FrameObjects, PerceivedObject, RoadUserClass, encode_message
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = 1_700_000_000_000  # a fixed hour start, so bins are predictable
+T0 = 1_700_000_000_000  # a fixed capture time (13 min into an hour), so bins are predictable
 CLASSES = list(RoadUserClass)
 
 
@@ -183,3 +183,45 @@ def test_latest_state_is_the_newest_frame_even_when_applied_out_of_order(
     IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
     camera = TrafficState(redis_client, config).camera_states("rsu-d")["cam0"]
     assert camera["frame"]["seq"] == 29
+
+
+def test_lane_aggregates_and_health_reach_counts_and_state(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from common.schemas import LaneAggregates, LaneInterval, RsuHealth
+
+    lanes = [
+        LaneAggregates(
+            rsu_id="rsu-e",
+            camera_id="cam0",
+            run_id="run1",
+            seq=i,
+            interval_start_ms=T0 + i * 60_000,
+            interval_s=60,
+            lanes=[
+                LaneInterval(lane_id="L1", counts={RoadUserClass.car: 10 + i}, queue_vehicles=i),
+                LaneInterval(lane_id="L2", counts={RoadUserClass.bus: 1}),
+            ],
+        )
+        for i in range(3)
+    ]
+    health = RsuHealth(
+        rsu_id="rsu-e", camera_id="cam0", run_id="run1", seq=0, sent_at_ms=T0, status="degraded",
+        source_connected=False, fps=0.0, frames_processed=5, frames_skipped=2, budget_ms=20,
+        budget_violations=1, detail="camera stream lost",
+    )  # fmt: skip
+    producer = StreamProducer(redis_client, BusConfig(partitions=4))
+    payloads = [("rsu-e", encode_message(m)) for m in [*lanes, lanes[0], health]]
+    producer.publish(payloads)  # lanes[0] twice: counted once
+    config, _ = config_for(redis_url, tmp_path)
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
+    assert (stats.applied, stats.duplicates) == (4, 1)
+
+    state = TrafficState(redis_client, config)
+    bins = state.counts("rsu-e", T0, T0 + 3_600_000, 3600, lane_id="L1")
+    assert [b.counts for b in bins] == [{"car": 10 + 11 + 12}]
+    totals = state.counts("rsu-e", T0, T0 + 3_600_000, 60, lane_id="*")
+    assert [b.counts for b in totals] == [{"car": 10 + i, "bus": 1} for i in range(3)]
+    camera = state.camera_states("rsu-e")["cam0"]
+    assert camera["lanes"]["seq"] == 2
+    assert camera["health"]["detail"] == "camera stream lost"
