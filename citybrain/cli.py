@@ -57,6 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
     except (DemoError, ServerUnavailableError) as exc:
         print(f"citybrain demo: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

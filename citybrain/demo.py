@@ -108,9 +108,16 @@ def summarise(base: str) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(
     scene: str, port: int, exit_after: bool, realtime: bool, max_frames: int | None = None
 ) -> int:
+    # kill/hang-up stop the demo like Ctrl-C does, so its processes are always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     server: LocalRedisServer | None = None
     url = redis_url_from_env()
     if url is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -94,3 +95,52 @@ def test_demo_runs_end_to_end_on_the_embedded_server() -> None:
     assert "RSUs reporting: 1" in out.stdout
     assert "ingest: 0 unread, 0 pending, 0 dead letters" in out.stdout
     assert "30 frames at" in out.stdout
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it only waits to be reaped by its (possibly gone) parent.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_demo_stops_every_process_it_started_on_sigterm() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "citybrain.cli", "demo", "--max-frames", "5", "--port", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if line.startswith("Serving until Ctrl-C"):
+                break
+        children = _children(demo.pid)
+        assert len(children) == 3  # server, ingest, API
+        demo.terminate()
+        assert demo.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [c for c in children if _alive(c)]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+
+def test_realtime_replay_is_paced_at_the_clip_frame_rate(redis_url: str) -> None:
+    model = "models/yolov8n-coco-320.onnx"
+    out = run("rsu.cli", "replay", "--scene", SCENE, "--max-frames", "15", "--realtime",
+              "--json", "--redis-url", redis_url, "--model", model)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = orjson.loads(out.stdout.strip().splitlines()[-1])
+    # 15 frames of a 30 fps clip span 14/30 s of media time; paced, they cannot go faster.
+    assert figures["fps"] <= 15 / (14 / 30) * 1.001
