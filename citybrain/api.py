@@ -68,6 +68,7 @@ class CameraState(BaseModel):
     latency: LatencySummary | None = Field(None, description="RSU decode->publish latency")
     budget_violations: int | None = None
     frames_processed: int | None = None
+    spool_depth: int | None = Field(None, description="messages waiting on the RSU for the bus")
     frame: FrameObjects | None = Field(None, description="latest frame: its objects and timing")
     frame_age_ms: int | None = Field(None, description="now - capture time of that frame")
     publish_to_state_ms: int | None = Field(None, description="RSU publish -> stored here")
@@ -226,6 +227,7 @@ def create_app(config: CitybrainConfig, client: redis.Redis | None = None) -> Fa
                     latency=health.get("latency"),
                     budget_violations=health.get("budget_violations"),
                     frames_processed=health.get("frames_processed"),
+                    spool_depth=health.get("spool_depth"),
                     frame=frame,
                     frame_age_ms=now - frame["captured_at_ms"] if frame else None,
                     publish_to_state_ms=(

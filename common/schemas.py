@@ -131,6 +131,10 @@ class RsuHealth(_RsuMessage):
     latency: LatencySummary | None = None
     budget_ms: float = Field(gt=0.0)
     budget_violations: int = Field(ge=0)
+    bus_connected: bool = True
+    spool_depth: int = Field(0, ge=0, description="messages waiting for the bus on the RSU")
+    spool_dropped: int = Field(0, ge=0, description="spooled messages dropped: spool full")
+    reconnects: int = Field(0, ge=0, description="bus reconnections since the RSU started")
     detail: str | None = Field(None, max_length=1000)
 
 

@@ -7,6 +7,7 @@ from pydantic import Field
 from common.bus import BusConfig
 from common.config import StrictModel
 from rsu.detector import DetectorConfig
+from rsu.spool import SpoolConfig
 
 
 class RsuConfig(StrictModel):
@@ -15,5 +16,8 @@ class RsuConfig(StrictModel):
     data_dir: str | None = Field(None, description="extra directory searched for models/videos")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
+    spool: SpoolConfig = Field(
+        default_factory=SpoolConfig, description="where messages wait while the bus is down"
+    )
     budget_ms: float = Field(20.0, gt=0, description="per-frame latency budget, decode->publish")
     health_interval_s: float = Field(1.0, gt=0, description="seconds between health messages")

@@ -138,6 +138,10 @@ class RsuPipeline:
 
     def health(self, status: str, source_connected: bool, detail: str | None = None) -> RsuHealth:
         latency = StageTimer.percentiles(self.timer.total)
+        publisher = self.publisher
+        if status == "ok" and publisher.spool_depth:
+            status = "degraded"
+            detail = detail or f"bus unreachable: {publisher.spool_depth} messages spooled"
         if status == "ok" and self.timer.total and latency["p99_ms"] > self.config.budget_ms:
             status = "degraded"
             detail = detail or f"p99 latency {latency['p99_ms']:.1f} ms over budget"
@@ -155,6 +159,10 @@ class RsuPipeline:
             latency=LatencySummary(**latency) if self.timer.total else None,
             budget_ms=self.config.budget_ms,
             budget_violations=self.budget_violations,
+            bus_connected=publisher.connected,
+            spool_depth=publisher.spool_depth,
+            spool_dropped=publisher.spool.dropped if publisher.spool is not None else 0,
+            reconnects=publisher.reconnects,
             detail=detail,
         )
         self._health_seq += 1

@@ -8,7 +8,7 @@ rate; otherwise frames are processed as fast as the detector allows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from rsu.pipeline import RsuPipeline, now_ms
 from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
 from rsu.source import VideoFileSource
+from rsu.spool import Spool, default_spool_path
 
 
 @dataclass
@@ -39,7 +40,9 @@ class ReplaySummary:
     budget_violations: int
     wall_s: float
     first_frame_objects: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    reconnects: int = 0
+    still_spooled: int = 0
+    spool_path: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,8 @@ class ReplaySummary:
             "budget_ms": self.budget_ms,
             "budget_violations": self.budget_violations,
             "fps": round(self.frames / self.wall_s, 2) if self.wall_s else 0.0,
+            "reconnects": self.reconnects,
+            "still_spooled": self.still_spooled,
         }
 
 
@@ -101,6 +106,7 @@ def run_replay(
     max_frames: int | None = None,
     stride: int = 1,
     progress: bool = True,
+    flush_timeout_s: float = 30.0,
 ) -> ReplaySummary:
     scene = load_scene(scene_path)
     config = replay_config(scene, config_path, overrides or {})
@@ -110,8 +116,15 @@ def run_replay(
     video_path = resolve_asset(clip, config.data_dir)
     model_path = resolve_asset(config.detector.model, config.data_dir)
     detector = build_detector(config.detector, model_path)
-    publisher = BusPublisher(config.bus)
+    spool_path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
+    publisher = BusPublisher(
+        config.bus,
+        Spool(Path(spool_path).expanduser(), config.spool.max_messages),
+        retry_initial_s=config.spool.retry_initial_s,
+        retry_max_s=config.spool.retry_max_s,
+    )
     publisher.check()
+    publisher.flush(timeout_s=flush_timeout_s)  # what an earlier run left spooled goes first
     source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
     pipeline = RsuPipeline(config, detector, publisher, scene)
 
@@ -142,6 +155,8 @@ def run_replay(
             if bar is not None:
                 bar.update(1)
         pipeline.finish(detail="replay finished")
+        publisher.flush(timeout_s=flush_timeout_s)
+        still_spooled = publisher.spool_depth
     finally:
         if bar is not None:
             bar.close()
@@ -163,6 +178,9 @@ def run_replay(
         budget_violations=pipeline.budget_violations,
         wall_s=time.monotonic() - started_wall,
         first_frame_objects=first_objects,
+        reconnects=publisher.reconnects,
+        still_spooled=still_spooled,
+        spool_path=str(spool_path),
     )
 
 
@@ -184,4 +202,13 @@ def format_summary(summary: ReplaySummary) -> str:
             if k != "pipeline"
         ),
     ]
+    if summary.reconnects:
+        lines.append(
+            f"  the bus dropped out {summary.reconnects} time(s); spooled messages re-sent"
+        )
+    if summary.still_spooled:
+        lines.append(
+            f"  WARNING: {summary.still_spooled} messages could not be sent and wait in "
+            f"{summary.spool_path}; the next run re-sends them"
+        )
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from common.redis_server import LocalRedisServer
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+# RSU spools of test runs go to a throw-away directory, never the user's state directory.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="v2x-test-state-")
 
 ROOT = Path(__file__).resolve().parent.parent
 
