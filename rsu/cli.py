@@ -54,6 +54,33 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scene_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rsu.replay import load_scene
+    from rsu.scene import SceneError
+    from rsu.scene_check import run_scene_check
+    from rsu.source import SourceError
+
+    try:
+        scene = load_scene(args.scene)
+        out = Path(args.out or f"out/scene-{scene.name}.png")
+        report = run_scene_check(scene, out, args.frame, args.data_dir)
+    except (ConfigError, AssetNotFoundError, SourceError, SceneError, ValueError, OSError) as exc:
+        print(f"rsu scene check: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.__dict__).decode() + "\n")
+    else:
+        width, height = report.frame_size
+        print(f"scene {report.scene}: {report.lanes} lanes on a {width}x{height} frame, "
+              f"{'calibrated' if report.calibrated else 'no calibration'}")  # fmt: skip
+        for warning in report.warnings:
+            print(f"  warning: {warning}")
+        print(f"  drawn to {report.image}")
+    return 1 if report.warnings and args.strict else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsu", description="Roadside unit: camera -> bus")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)
+
+    scene = sub.add_parser("scene", help="scene tools").add_subparsers(dest="scene_command")
+    check = scene.add_parser("check", help="validate a scene and draw it over a frame (PNG)")
+    check.add_argument("scene", help="scene file, e.g. replay_data/X.yaml")
+    check.add_argument("--out", help="PNG to write (default out/scene-<name>.png)")
+    check.add_argument("--frame", type=int, default=0, help="frame of the clip to draw on")
+    check.add_argument("--data-dir", dest="data_dir", help="extra directory for videos")
+    check.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    check.set_defaults(func=_scene_check)
     return parser
 
 
