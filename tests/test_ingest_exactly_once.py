@@ -225,3 +225,16 @@ def test_lane_aggregates_and_health_reach_counts_and_state(
     camera = state.camera_states("rsu-e")["cam0"]
     assert camera["lanes"]["seq"] == 2
     assert camera["health"]["detail"] == "camera stream lost"
+
+
+def test_entry_without_payload_field_is_dead_lettered_not_lost(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    config, _ = config_for(redis_url, tmp_path)
+    stream = StreamProducer(redis_client, config.bus).stream_for("rsu-f")
+    redis_client.xadd(stream, {b"data": b"from a foreign producer"})
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert stats.dead_lettered == 1 and stats.applied == 0
+    (entry,) = redis_client.xrange(stream.replace(":msgs", ":dead"))
+    assert entry[1][b"reason"] == b"entry has no 'm' payload field"
+    assert TrafficState(redis_client, config).ingest_lag() == {"unread": 0, "pending": 0}
