@@ -31,7 +31,10 @@ class Problem(BaseModel):
 
 
 class HealthReport(BaseModel):
-    status: str = Field(description="ok, degraded (ingest lagging or RSUs stale) or down")
+    status: str = Field(
+        description="ok; degraded when ingest lags; down when Redis is unreachable. "
+        "Silent cameras are counted in stale_cameras, not here"
+    )
     redis: bool
     ingest_unread: int = Field(description="bus entries not yet read by ingest")
     ingest_pending: int = Field(description="entries read but not yet acknowledged")
@@ -190,7 +193,7 @@ def create_app(config: CitybrainConfig, client: redis.Redis | None = None) -> Fa
         now = now_ms()
         items = []
         for rsu_id in list(registry)[offset : offset + limit]:
-            states = state.camera_states(rsu_id)
+            states = state.camera_states(rsu_id, registry[rsu_id])
             cameras = []
             for camera_id, last_seen in sorted(registry[rsu_id].items()):
                 status, stale = camera_status(states.get(camera_id, {}), last_seen, now)
@@ -213,7 +216,7 @@ def create_app(config: CitybrainConfig, client: redis.Redis | None = None) -> Fa
             raise HTTPException(404, f"no RSU {rsu_id!r} has reported")
         now = now_ms()
         out = []
-        for camera_id, camera in state.camera_states(rsu_id).items():
+        for camera_id, camera in state.camera_states(rsu_id, cameras).items():
             status, stale = camera_status(camera, cameras.get(camera_id, 0), now)
             frame = camera.get("frame")
             health = camera.get("health") or {}

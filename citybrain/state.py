@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +64,14 @@ class TrafficState:
             if _text(k).startswith(prefix)
         }
 
-    def camera_states(self, rsu_id: str) -> dict[str, dict[str, Any]]:
-        """camera_id -> {frame, health, lanes (parsed messages), *_ingested_ms}."""
-        cameras = sorted(self.cameras(rsu_id))
+    def camera_states(
+        self, rsu_id: str, cameras: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """camera_id -> {frame, health, lanes (parsed messages), *_ingested_ms}.
+
+        ``cameras``: the RSU's camera ids when the caller already read the registry.
+        """
+        cameras = sorted(self.cameras(rsu_id) if cameras is None else cameras)
         pipe = self.client.pipeline(transaction=False)
         for camera_id in cameras:
             pipe.hgetall(keys.state_key(self._tag(rsu_id), rsu_id, camera_id))

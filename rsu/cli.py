@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)
 
-    scene = sub.add_parser("scene", help="scene tools").add_subparsers(dest="scene_command")
+    scene = sub.add_parser("scene", help="scene tools").add_subparsers(
+        dest="scene_command", required=True
+    )
     check = scene.add_parser("check", help="validate a scene and draw it over a frame (PNG)")
     check.add_argument("scene", help="scene file, e.g. replay_data/X.yaml")
     check.add_argument("--out", help="PNG to write (default out/scene-<name>.png)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, deep_merge, load_config, validate_config
+from common.config import ConfigError, deep_merge, load_config, read_yaml, validate_config
 from common.datadir import resolve_asset
 from rsu.config import RsuConfig
 from rsu.detector import build_detector
@@ -85,8 +85,6 @@ def replay_config(
     }
     source = "scene defaults"
     if config_path:
-        from common.config import read_yaml
-
         file_data = read_yaml(config_path)
         if not isinstance(file_data, dict):
             raise ConfigError(f"invalid config {config_path}: top level must be a mapping")

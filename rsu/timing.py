@@ -13,11 +13,16 @@ STAGES = ("decode", "preprocess", "inference", "postprocess", "analytics", "publ
 
 
 class StageTimer:
-    """Keeps the last ``window`` samples of each stage and of the whole frame, in ms."""
+    """Keeps the last ``window`` samples of each stage and of the whole frame, in ms.
 
-    def __init__(self, window: int = 10_000) -> None:
+    ``recent`` holds the last ``recent_window`` frame totals: what health reports, cheap
+    enough to summarise every second inside the pipeline.
+    """
+
+    def __init__(self, window: int = 10_000, recent_window: int = 300) -> None:
         self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
         self.total: deque[float] = deque(maxlen=window)
+        self.recent: deque[float] = deque(maxlen=recent_window)
         self._current: dict[str, float] = {}
 
     @contextmanager
@@ -34,14 +39,15 @@ class StageTimer:
     def frame_so_far_ms(self) -> float:
         return sum(v for k, v in self._current.items() if k != "decode")
 
-    def end_frame(self) -> dict[str, float]:
-        """Close the frame; the total is decoded frame -> published (decode excluded)."""
+    def end_frame(self) -> float:
+        """Close the frame; returns its total, decoded frame -> published (decode excluded)."""
         current, self._current = self._current, {}
         for name, value in current.items():
             self.samples[name].append(value)
         total = sum(v for k, v in current.items() if k != "decode")
         self.total.append(total)
-        return current
+        self.recent.append(total)
+        return total
 
     @staticmethod
     def percentiles(values: deque[float] | list[float]) -> dict[str, float]:

@@ -144,3 +144,9 @@ def test_realtime_replay_is_paced_at_the_clip_frame_rate(redis_url: str) -> None
     figures = orjson.loads(out.stdout.strip().splitlines()[-1])
     # 15 frames of a 30 fps clip span 14/30 s of media time; paced, they cannot go faster.
     assert figures["fps"] <= 15 / (14 / 30) * 1.001
+
+
+def test_scene_without_a_subcommand_is_a_usage_error() -> None:
+    out = run("rsu.cli", "scene")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "required: scene_command" in out.stderr or "choose from" in out.stderr
