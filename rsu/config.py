@@ -8,6 +8,7 @@ from common.bus import BusConfig
 from common.config import StrictModel
 from rsu.detector import DetectorConfig
 from rsu.spool import SpoolConfig
+from rsu.tracker import TrackerConfig
 
 
 class RsuConfig(StrictModel):
@@ -15,6 +16,7 @@ class RsuConfig(StrictModel):
     camera_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="camera id")
     data_dir: str | None = Field(None, description="extra directory searched for models/videos")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     spool: SpoolConfig = Field(
         default_factory=SpoolConfig, description="where messages wait while the bus is down"

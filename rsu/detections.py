@@ -26,6 +26,38 @@ class Detections:
             class_name=np.zeros(0, object),
         )
 
+    def subset(self, index: np.ndarray) -> Detections:
+        """The rows ``index`` (integer indices or a boolean mask), in that order."""
+        index = np.flatnonzero(index) if index.dtype == bool else index
+        return Detections(
+            xyxy=self.xyxy[index],
+            confidence=self.confidence[index],
+            class_name=self.class_name[index],
+            track_id=self.track_id[index] if self.track_id is not None else None,
+            lane_id=[self.lane_id[i] for i in index.tolist()] if self.lane_id else [],
+            ground_xy=self.ground_xy[index] if self.ground_xy is not None else None,
+        )
+
+    @classmethod
+    def concatenate(cls, parts: list[Detections]) -> Detections:
+        """Rows of all ``parts``; per-row fields are kept only if every part has them."""
+        if not parts:
+            return cls.empty()
+
+        def joined(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        lanes = [lane for p in parts for lane in p.lane_id]
+        return cls(
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            confidence=np.concatenate([p.confidence for p in parts]),
+            class_name=np.concatenate([p.class_name for p in parts]),
+            track_id=joined("track_id"),
+            lane_id=lanes if all(len(p.lane_id) == len(p) for p in parts) else [],
+            ground_xy=joined("ground_xy"),
+        )
+
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 

@@ -35,7 +35,12 @@ class DetectorConfig(StrictModel):
     class_confidence: dict[RoadUserClass, float] = Field(
         default_factory=dict, description="per-class minimum score, overriding `confidence`"
     )
-    iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold (per class)")
+    iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold (per class group)")
+    nms_groups: list[list[RoadUserClass]] = Field(
+        default_factory=lambda: [[RoadUserClass.car, RoadUserClass.bus, RoadUserClass.truck]],
+        description="classes suppressed against each other in NMS: one vehicle is often "
+        "scored as both car and truck. Classes in no group are suppressed only within the class",
+    )
     max_detections: int = Field(300, gt=0, description="most boxes kept per frame")
     classes: list[RoadUserClass] = Field(
         default_factory=lambda: list(RoadUserClass), description="road-user classes to keep"
@@ -86,12 +91,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def batched_nms(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float
+    boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float
 ) -> np.ndarray:
-    """Per-class NMS in one pass: boxes of different classes are shifted apart so never overlap."""
+    """Per-group NMS in one pass: boxes of different groups are shifted apart so never overlap."""
     if boxes.shape[0] == 0:
         return np.zeros(0, np.int64)
-    offset = classes.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
+    offset = groups.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
     return nms(boxes + offset, scores, iou)
 
 
@@ -107,7 +112,11 @@ def _model_class_ids(metadata: dict[str, str]) -> dict[str, int]:
 
 
 class OnnxDetector:
-    def __init__(self, config: DetectorConfig, model_path: Path) -> None:
+    """``score_floor``: also decode boxes down to this score (a tracker's low band)."""
+
+    def __init__(
+        self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.config = config
@@ -138,10 +147,19 @@ class OnnxDetector:
         if isinstance(output_shape[1], int) and output_shape[1] - 4 <= max(ids.values()):
             raise ModelError(f"unexpected output shape {output_shape} for a YOLO detection model")
         self.class_names = np.array([c.value for c in config.classes], dtype=object)
+        group_of = {c: i for i, group in enumerate(config.nms_groups) for c in group}
+        self.nms_group = np.array(
+            [group_of.get(c, len(config.nms_groups) + k) for k, c in enumerate(config.classes)],
+            dtype=np.int64,
+        )
         self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
         self.thresholds = np.array(
             [config.class_confidence.get(c, config.confidence) for c in config.classes],
             dtype=np.float32,
+        )
+        self._threshold_of = dict(zip(self.class_names.tolist(), self.thresholds, strict=True))
+        self.decode_thresholds = (
+            self.thresholds if score_floor is None else np.minimum(self.thresholds, score_floor)
         )
         self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
 
@@ -158,13 +176,14 @@ class OnnxDetector:
         scores = pred[self.score_rows]  # (K, A) only the classes we keep
         best = scores.argmax(axis=0)
         conf = scores[best, np.arange(scores.shape[1])]
-        mask = conf >= self.thresholds[best]
+        mask = conf >= self.decode_thresholds[best]
         if not mask.any():
             return Detections.empty()
         cx, cy, w, h = pred[0, mask], pred[1, mask], pred[2, mask], pred[3, mask]
         conf, best = conf[mask], best[mask]
         xyxy = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
-        keep = batched_nms(xyxy, conf, best, self.config.iou)[: self.config.max_detections]
+        groups = self.nms_group[best]
+        keep = batched_nms(xyxy, conf, groups, self.config.iou)[: self.config.max_detections]
         xyxy, conf, best = xyxy[keep], conf[keep], best[keep]
         xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - box.pad_x) / box.scale
         xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - box.pad_y) / box.scale
@@ -177,12 +196,21 @@ class OnnxDetector:
             class_name=self.class_names[best],
         )
 
+    def passes_confidence(self, detections: Detections) -> np.ndarray:
+        """Which detections reach their class's confidence (not only the decode floor)."""
+        if not len(detections):
+            return np.zeros(0, bool)
+        needed = np.array([self._threshold_of[c] for c in detections.class_name], np.float32)
+        return detections.confidence >= needed
+
     def detect(self, image: np.ndarray) -> Detections:
         blob, box = self.preprocess(image)
         return self.postprocess(self.infer(blob), box, image.shape)
 
 
-def build_detector(config: DetectorConfig, model_path: Path) -> OnnxDetector:
+def build_detector(
+    config: DetectorConfig, model_path: Path, score_floor: float | None = None
+) -> OnnxDetector:
     """Detector runtimes are plugins keyed by ``config.runtime``."""
     runtimes = {"onnxruntime": OnnxDetector}
-    return runtimes[config.runtime](config, model_path)
+    return runtimes[config.runtime](config, model_path, score_floor)

@@ -26,6 +26,7 @@ from rsu.publisher import BusPublisher
 from rsu.scene import GroundProjector, LaneMap, SceneConfig
 from rsu.source import Frame
 from rsu.timing import StageTimer
+from rsu.tracker import ByteTracker
 
 
 def now_ms() -> int:
@@ -76,9 +77,11 @@ class RsuPipeline:
         publisher: BusPublisher,
         scene: SceneConfig | None = None,
         run_id: str | None = None,
+        tracker: ByteTracker | None = None,
     ) -> None:
         self.config = config
         self.detector = detector
+        self.tracker = tracker
         self.publisher = publisher
         self.analytics = SceneAnalytics(scene)
         self.run_id = run_id or str(now_ms())
@@ -99,6 +102,10 @@ class RsuPipeline:
             output = self.detector.infer(blob)
         with timer.stage("postprocess"):
             detections = self.detector.postprocess(output, box, frame.image.shape)
+        if self.tracker is not None:
+            with timer.stage("tracking"):
+                confident = self.detector.passes_confidence(detections)
+                detections = self.tracker.update(detections, confident)
         with timer.stage("analytics"):
             detections = self.analytics(detections)
         with timer.stage("publish"):

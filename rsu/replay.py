@@ -21,6 +21,7 @@ from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
 from rsu.source import VideoFileSource
 from rsu.spool import Spool, default_spool_path
+from rsu.tracker import ByteTracker
 
 
 @dataclass
@@ -113,7 +114,9 @@ def run_replay(
         raise ConfigError(f"scene {scene_path} names no video; pass --video")
     video_path = resolve_asset(clip, config.data_dir)
     model_path = resolve_asset(config.detector.model, config.data_dir)
-    detector = build_detector(config.detector, model_path)
+    tracking = config.tracker.enabled
+    floor = config.tracker.low_threshold if tracking else None
+    detector = build_detector(config.detector, model_path, score_floor=floor)
     spool_path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
     publisher = BusPublisher(
         config.bus,
@@ -124,7 +127,8 @@ def run_replay(
     publisher.check()
     publisher.flush(timeout_s=flush_timeout_s)  # what an earlier run left spooled goes first
     source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
-    pipeline = RsuPipeline(config, detector, publisher, scene)
+    tracker = ByteTracker(config.tracker, fps=source.fps / stride) if tracking else None
+    pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker)
 
     bar = None
     if progress:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "analytics", "publish")
+STAGES = ("decode", "preprocess", "inference", "postprocess", "tracking", "analytics", "publish")
 
 
 class StageTimer:

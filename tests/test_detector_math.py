@@ -32,3 +32,10 @@ def test_letterbox_pads_and_scales_a_wide_frame() -> None:
     assert (box.pad_x, box.pad_y) == (0, 70)  # 960x540 -> 320x180, centred vertically
     assert (out[:70] == 114).all() and (out[250:] == 114).all()
     assert (out[70:250] == 200).all()
+
+
+def test_nms_groups_merge_car_and_truck_boxes_of_one_vehicle() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9.5], [0, 0, 10, 9]], dtype=np.float32)
+    scores = np.array([0.6, 0.5, 0.4], dtype=np.float32)
+    groups = np.array([0, 0, 1])  # car and truck share group 0; a rider's motorcycle is 1
+    assert sorted(batched_nms(boxes, scores, groups, 0.7).tolist()) == [0, 2]

@@ -66,9 +66,11 @@ def test_replay_finds_the_vehicles_of_the_first_frame(replayed) -> None:
     vehicles = [o for o in first if o["category"] in {"car", "bus", "truck", "motorcycle"}]
     # By eye, frame 0 shows 30+ vehicles; 26 cars are in plain view of a 640 px detector.
     assert len(vehicles) >= 20, Counter(o["category"] for o in first)
-    cars = [tuple(o["bbox"]) for o in first if o["category"] == "car"]
+    # Found as a vehicle: the COCO model scores the dark SUV as a truck, and NMS keeps one
+    # class per vehicle (car, bus and truck suppress each other).
+    boxes = [tuple(o["bbox"]) for o in vehicles]
     for name, box in HAND_BOXED_CARS.items():
-        best = max((iou(box, c) for c in cars), default=0.0)
+        best = max((iou(box, c) for c in boxes), default=0.0)
         assert best >= 0.5, f"{name}: best IoU {best:.2f}"
 
 
@@ -164,3 +166,24 @@ def test_api_reports_redis_down() -> None:
     unreachable = api.get("/rsus")
     assert unreachable.status_code == 503
     assert unreachable.headers["content-type"] == "application/problem+json"
+
+
+def test_tracked_cars_keep_one_id_across_the_replay(replayed) -> None:
+    _, messages = replayed
+    frames = frames_of(messages)
+    # These three stay in view (two wait at the stop line, one drives through) for 2 s.
+    for name in (
+        "red hatchback, near left",
+        "black sedan, centre right",
+        "green taxi, bottom edge",
+    ):
+        box = HAND_BOXED_CARS[name]
+        first = max(frames[0]["objects"], key=lambda o: iou(box, o["bbox"]))
+        track_id, previous = first["track_id"], first["bbox"]
+        assert track_id is not None
+        for i, frame in enumerate(frames[1:], start=1):
+            mine = [o for o in frame["objects"] if o["track_id"] == track_id]
+            assert mine, f"{name}: track {track_id} lost at frame {i}"
+            assert iou(previous, mine[0]["bbox"]) > 0.5, f"{name}: track {track_id} jumped at {i}"
+            assert mine[0]["category"] == "car"
+            previous = mine[0]["bbox"]
