@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from citybrain.config import CitybrainConfig
 from citybrain.state import TrafficState, now_ms
 from common.bus import connect
-from common.schemas import FrameObjects, LatencySummary
+from common.schemas import FrameObjects, LaneAggregates, LatencySummary
 
 log = logging.getLogger("citybrain.api")
 PROBLEM_JSON = "application/problem+json"
@@ -73,6 +73,9 @@ class CameraState(BaseModel):
     frames_processed: int | None = None
     spool_depth: int | None = Field(None, description="messages waiting on the RSU for the bus")
     frame: FrameObjects | None = Field(None, description="latest frame: its objects and timing")
+    lanes: LaneAggregates | None = Field(
+        None, description="latest interval per lane: counts, occupancy, queue, mean speed"
+    )
     frame_age_ms: int | None = Field(None, description="now - capture time of that frame")
     publish_to_state_ms: int | None = Field(None, description="RSU publish -> stored here")
     detail: str | None = None
@@ -87,12 +90,20 @@ class CountBinOut(BaseModel):
     start: datetime
     start_ms: int
     camera_id: str
-    lane_id: str = Field(description="'*' is the whole camera; otherwise a scene lane id")
+    lane_id: str = Field(
+        description="'*' is the whole camera, 'line:<id>' a counting line, else a scene lane id"
+    )
     frames: int = Field(description="frames processed in the bin (camera rows only)")
     observations: dict[str, int] = Field(
         description="object-frames per class: the sum over frames of objects seen"
     )
-    counts: dict[str, int] = Field(description="road users counted by the RSU (lane aggregates)")
+    counts: dict[str, int] = Field(
+        description="road users counted in the lane: tracks that crossed a line in it"
+    )
+    positive: dict[str, int] = Field(
+        default_factory=dict, description="line rows: crossings left-to-right of p1->p2"
+    )
+    negative: dict[str, int] = Field(default_factory=dict, description="line rows: the reverse")
 
 
 class CountsOut(BaseModel):
@@ -232,6 +243,7 @@ def create_app(config: CitybrainConfig, client: redis.Redis | None = None) -> Fa
                     frames_processed=health.get("frames_processed"),
                     spool_depth=health.get("spool_depth"),
                     frame=frame,
+                    lanes=camera.get("lanes"),
                     frame_age_ms=now - frame["captured_at_ms"] if frame else None,
                     publish_to_state_ms=(
                         camera["frame_ingested_ms"] - frame["published_at_ms"] if frame else None
@@ -277,6 +289,8 @@ def create_app(config: CitybrainConfig, client: redis.Redis | None = None) -> Fa
                     frames=b.frames,
                     observations=b.observations,
                     counts=b.counts,
+                    positive=b.positive,
+                    negative=b.negative,
                 )
                 for b in bins
             ],

@@ -105,6 +105,11 @@ def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]
         for cls, n in lane.counts.items():
             incr[keys.counts_field(bin_start, msg.camera_id, lane.lane_id, "count", cls.value)] += n
             incr[keys.counts_field(bin_start, msg.camera_id, "*", "count", cls.value)] += n
+    for line in msg.lines:
+        row = keys.LINE_PREFIX + line.line_id
+        for metric, by_class in (("pos", line.positive), ("neg", line.negative)):
+            for cls, n in by_class.items():
+                incr[keys.counts_field(bin_start, msg.camera_id, row, metric, cls.value)] += n
     return bin_start, incr
 
 

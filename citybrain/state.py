@@ -28,6 +28,8 @@ class CountBin:
     frames: int = 0
     observations: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    positive: dict[str, int] = field(default_factory=dict)
+    negative: dict[str, int] = field(default_factory=dict)
 
 
 def _text(value: bytes | str) -> str:
@@ -121,8 +123,9 @@ class TrafficState:
                     row.frames += n
                 elif metric == "obs":
                     row.observations[cls] = row.observations.get(cls, 0) + n
-                elif metric == "count":
-                    row.counts[cls] = row.counts.get(cls, 0) + n
+                else:
+                    target = {"count": row.counts, "pos": row.positive, "neg": row.negative}[metric]
+                    target[cls] = target.get(cls, 0) + n
         return [bins[k] for k in sorted(bins)]
 
     def dead_letters(self) -> int:

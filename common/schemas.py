@@ -97,11 +97,21 @@ class FrameObjects(_RsuMessage):
 class LaneInterval(_Message):
     lane_id: str
     approach: str | None = None
-    counts: dict[RoadUserClass, int] = Field(default_factory=dict)
+    counts: dict[RoadUserClass, int] = Field(
+        default_factory=dict, description="road users that crossed a line in this lane"
+    )
     mean_speed_mps: float | None = Field(None, ge=0.0)
     occupancy: float | None = Field(None, ge=0.0, le=1.0, description="share of time occupied")
     queue_vehicles: int | None = Field(None, ge=0)
     queue_m: float | None = Field(None, ge=0.0)
+
+
+class LineInterval(_Message):
+    line_id: str
+    positive: dict[RoadUserClass, int] = Field(
+        default_factory=dict, description="crossings left-to-right of the line's p1->p2"
+    )
+    negative: dict[RoadUserClass, int] = Field(default_factory=dict)
 
 
 class LaneAggregates(_RsuMessage):
@@ -111,6 +121,7 @@ class LaneAggregates(_RsuMessage):
     interval_start_ms: EpochMs
     interval_s: float = Field(gt=0.0)
     lanes: list[LaneInterval] = Field(max_length=256)
+    lines: list[LineInterval] = Field(default_factory=list, max_length=256)
 
 
 class LatencySummary(_Message):

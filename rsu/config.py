@@ -7,6 +7,7 @@ from pydantic import Field
 from common.bus import BusConfig
 from common.config import StrictModel
 from rsu.detector import DetectorConfig
+from rsu.motion import MotionConfig
 from rsu.spool import SpoolConfig
 from rsu.tracker import TrackerConfig
 
@@ -17,6 +18,16 @@ class RsuConfig(StrictModel):
     data_dir: str | None = Field(None, description="extra directory searched for models/videos")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    crossing_margin: float = Field(
+        0.1, ge=0, description="a side of a line counts beyond this share of the box height"
+    )
+    crossing_min_frames: int = Field(
+        2, ge=1, description="frames the new side must hold before a crossing counts"
+    )
+    aggregate_interval_s: float = Field(
+        10.0, gt=0, description="seconds per lane_aggregates message (lanes and lines)"
+    )
     bus: BusConfig = Field(default_factory=BusConfig)
     spool: SpoolConfig = Field(
         default_factory=SpoolConfig, description="where messages wait while the bus is down"

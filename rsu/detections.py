@@ -17,6 +17,8 @@ class Detections:
     track_id: np.ndarray | None = None  # (N,) int64, once tracked
     lane_id: list[str | None] = field(default_factory=list)
     ground_xy: np.ndarray | None = None  # (N, 2) float64 metres, once calibrated
+    speed_mps: np.ndarray | None = None  # (N,) float64, NaN where unknown
+    heading_deg: np.ndarray | None = None  # (N,) float64, NaN where unknown
 
     @classmethod
     def empty(cls) -> Detections:
@@ -36,6 +38,8 @@ class Detections:
             track_id=self.track_id[index] if self.track_id is not None else None,
             lane_id=[self.lane_id[i] for i in index.tolist()] if self.lane_id else [],
             ground_xy=self.ground_xy[index] if self.ground_xy is not None else None,
+            speed_mps=self.speed_mps[index] if self.speed_mps is not None else None,
+            heading_deg=self.heading_deg[index] if self.heading_deg is not None else None,
         )
 
     @classmethod
@@ -56,6 +60,8 @@ class Detections:
             track_id=joined("track_id"),
             lane_id=lanes if all(len(p.lane_id) == len(p) for p in parts) else [],
             ground_xy=joined("ground_xy"),
+            speed_mps=joined("speed_mps"),
+            heading_deg=joined("heading_deg"),
         )
 
     def __len__(self) -> int:

@@ -14,16 +14,18 @@ import numpy as np
 from common.schemas import (
     FrameObjects,
     GroundPosition,
+    LaneAggregates,
     LatencySummary,
     PerceivedObject,
     RoadUserClass,
     RsuHealth,
 )
+from rsu.analytics import SceneAnalytics
 from rsu.config import RsuConfig
 from rsu.detections import Detections
 from rsu.detector import OnnxDetector
 from rsu.publisher import BusPublisher
-from rsu.scene import GroundProjector, LaneMap, SceneConfig
+from rsu.scene import SceneConfig
 from rsu.source import Frame
 from rsu.timing import StageTimer
 from rsu.tracker import ByteTracker
@@ -33,19 +35,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SceneAnalytics:
-    """Ground positions and lane ids of detections, from the scene geometry."""
-
-    def __init__(self, scene: SceneConfig | None) -> None:
-        self.lanes = LaneMap(scene.lanes if scene else [])
-        self.projector = GroundProjector(scene.calibration) if scene and scene.calibration else None
-
-    def __call__(self, detections: Detections) -> Detections:
-        feet = detections.bottom_centres()
-        detections.lane_id = self.lanes.assign(feet)
-        if self.projector is not None:
-            detections.ground_xy = self.projector.to_ground(feet)
-        return detections
+def _optional(values: np.ndarray | None, decimals: int, n: int) -> list[float | None]:
+    """Rounded floats, None where unknown (NaN) or not measured at all."""
+    if values is None:
+        return [None] * n
+    rounded = np.round(values.astype(np.float64), decimals)
+    return [None if np.isnan(v) else float(v) for v in rounded]
 
 
 def to_objects(detections: Detections) -> list[PerceivedObject]:
@@ -56,6 +51,8 @@ def to_objects(detections: Detections) -> list[PerceivedObject]:
     )
     tracks = detections.track_id.tolist() if detections.track_id is not None else None
     lanes = detections.lane_id or [None] * len(detections)
+    speeds = _optional(detections.speed_mps, 2, len(detections))
+    headings = _optional(detections.heading_deg, 1, len(detections))
     return [
         PerceivedObject(
             track_id=tracks[i] if tracks else None,
@@ -63,6 +60,8 @@ def to_objects(detections: Detections) -> list[PerceivedObject]:
             confidence=confidences[i],
             bbox=tuple(boxes[i]),
             ground=GroundPosition(x=ground[i][0], y=ground[i][1]) if ground else None,
+            speed_mps=speeds[i],
+            heading_deg=headings[i] % 360.0 if headings[i] is not None else None,
             lane_id=lanes[i],
         )
         for i in range(len(detections))
@@ -83,8 +82,8 @@ class RsuPipeline:
         self.detector = detector
         self.tracker = tracker
         self.publisher = publisher
-        self.analytics = SceneAnalytics(scene)
         self.run_id = run_id or str(now_ms())
+        self.analytics = SceneAnalytics(scene, config, self.run_id)
         self.timer = StageTimer()
         self.frames = 0
         self.budget_violations = 0
@@ -107,7 +106,7 @@ class RsuPipeline:
                 confident = self.detector.passes_confidence(detections)
                 detections = self.tracker.update(detections, confident)
         with timer.stage("analytics"):
-            detections = self.analytics(detections)
+            aggregates = self.analytics(detections, captured_at_ms)
         with timer.stage("publish"):
             height, width = frame.image.shape[:2]
             message = FrameObjects(
@@ -122,7 +121,9 @@ class RsuPipeline:
                 image_height=height,
                 objects=to_objects(detections),
             )
-            batch: list[FrameObjects | RsuHealth] = [message]
+            batch: list[FrameObjects | LaneAggregates | RsuHealth] = [message]
+            if aggregates is not None:
+                batch.append(aggregates)
             wall = time.monotonic()
             self._frame_times.append(wall)
             if wall >= self._next_health:
@@ -174,6 +175,11 @@ class RsuPipeline:
         self._health_seq += 1
         return message
 
-    def finish(self, detail: str) -> None:
-        """Tell the center this camera stopped (end of a replay, shutdown)."""
-        self.publisher.send([self.health(status="down", source_connected=False, detail=detail)])
+    def finish(self, detail: str, frame_ms: float) -> None:
+        """Send the last partial aggregates and tell the center this camera stopped."""
+        batch: list[LaneAggregates | RsuHealth] = []
+        last = self.analytics.flush(frame_ms)
+        if last is not None:
+            batch.append(last)
+        batch.append(self.health(status="down", source_connected=False, detail=detail))
+        self.publisher.send(batch)

@@ -156,7 +156,7 @@ def run_replay(
                 first_objects = len(message.objects)
             if bar is not None:
                 bar.update(1)
-        pipeline.finish(detail="replay finished")
+        pipeline.finish(detail="replay finished", frame_ms=1000.0 * stride / source.fps)
         publisher.flush(timeout_s=flush_timeout_s)
         still_spooled = publisher.spool_depth
     finally:

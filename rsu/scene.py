@@ -8,6 +8,8 @@ metres in a local scene frame, x east, y north).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 from shapely import STRtree, points
@@ -53,6 +55,29 @@ class Lane(StrictModel):
         return value
 
 
+class CountingLine(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="line id, unique in the scene")
+    points: tuple[Point2, Point2] = Field(description="p1, p2 in image pixels")
+    kind: Literal["count", "stop"] = Field(
+        "count", description="stop lines also measure queues; both kinds count crossings"
+    )
+    lane_id: str | None = Field(None, description="lane this line belongs to, if one")
+    approach: str | None = None
+    positive: str | None = Field(
+        None,
+        description="name of the direction from the left of p1->p2 to its right "
+        "(for a line drawn left to right across the image: moving down the image)",
+    )
+    negative: str | None = Field(None, description="name of the opposite direction")
+
+    @field_validator("points")
+    @classmethod
+    def _distinct(cls, value: tuple[Point2, Point2]) -> tuple[Point2, Point2]:
+        if value[0] == value[1]:
+            raise ValueError("a line needs two distinct points")
+        return value
+
+
 class SceneConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="scene name")
     description: str | None = None
@@ -65,13 +90,21 @@ class SceneConfig(StrictModel):
     )
     calibration: Calibration | None = None
     lanes: list[Lane] = Field(default_factory=list)
+    lines: list[CountingLine] = Field(default_factory=list, description="counting and stop lines")
 
     @model_validator(mode="after")
     def _unique_lanes(self) -> SceneConfig:
-        ids = [lane.id for lane in self.lanes]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate lane ids: {dupes}")
+        for what, ids in (
+            ("lane", [lane.id for lane in self.lanes]),
+            ("line", [line.id for line in self.lines]),
+        ):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what} ids: {dupes}")
+        lane_ids = {lane.id for lane in self.lanes}
+        for line in self.lines:
+            if line.lane_id is not None and line.lane_id not in lane_ids:
+                raise ValueError(f"line {line.id} names lane {line.lane_id!r}, not in lanes")
         if self.detector:
             DetectorConfig.model_validate(self.detector)
         return self

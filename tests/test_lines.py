@@ -1,0 +1,102 @@
+"""Line crossings: flicker, stopped vehicles, frame edges, direction, extent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rsu.detections import Detections
+from rsu.lines import LineCounter, LineSpec
+
+# A horizontal line across the road at y = 300, from x = 100 to x = 500. Moving down the
+# image (towards the camera) goes from its left side to its right: positive.
+LINE = LineSpec("stop", (100.0, 300.0), (500.0, 300.0))
+
+
+def tracks(*objects: tuple[int, float, float]) -> Detections:
+    """(track id, anchor x, anchor y): boxes 40 wide, 30 tall, bottom centre at the anchor."""
+    xyxy = np.array([[x - 20, y - 30, x + 20, y] for _, x, y in objects], np.float32)
+    det = Detections(
+        xyxy=xyxy.reshape(-1, 4),
+        confidence=np.full(len(objects), 0.9, np.float32),
+        class_name=np.array(["car"] * len(objects), dtype=object),
+    )
+    det.track_id = np.array([t for t, _, _ in objects], np.int64)
+    return det
+
+
+def run(counter: LineCounter, path: list[tuple[int, float, float]]) -> list:
+    out = []
+    for point in path:
+        out += counter.update(tracks(point))
+    return out
+
+
+def test_a_vehicle_driving_across_counts_once_in_its_direction() -> None:
+    counter = LineCounter([LINE])
+    crossings = run(counter, [(1, 300, y) for y in range(250, 360, 10)])
+    assert [(c.track_id, c.positive, c.category) for c in crossings] == [(1, True, "car")]
+    crossings = run(counter, [(2, 200, y) for y in range(360, 240, -10)])
+    assert [(c.track_id, c.positive) for c in crossings] == [(2, False)]
+    assert counter.totals == {("stop", True, "car"): 1, ("stop", False, "car"): 1}
+
+
+def test_box_flicker_around_the_line_never_counts() -> None:
+    counter = LineCounter([LINE], margin=0.1, min_frames=2)
+    # A vehicle waiting on the line: its anchor jitters 2 px either side (margin is 3 px).
+    jitter = [(1, 300, 300 + d) for d in [-2, 2, -1, 2, -2, 1, 2, -2] * 5]
+    assert run(counter, [(1, 300, 280), *jitter]) == []
+    # Jitter beyond the margin, but for one frame at a time: still nothing.
+    flicker = [(1, 300, 300 + d) for d in [-8, 8, -8, 8, -8, 8, -8]]
+    assert run(counter, [(1, 300, 280), *flicker]) == []
+
+
+def test_a_stopped_vehicle_rocking_over_the_line_counts_at_most_once() -> None:
+    counter = LineCounter([LINE], min_frames=2)
+    path = [(1, 300, 280)]
+    for _ in range(5):  # crosses, holds, backs up, holds, crosses again...
+        path += [(1, 300, 310)] * 3 + [(1, 300, 290)] * 3
+    crossings = run(counter, path)
+    assert [c.positive for c in crossings] == [True, False]  # once each way, never more
+
+
+def test_a_track_first_seen_past_or_on_the_line_is_not_counted() -> None:
+    counter = LineCounter([LINE])
+    # Appearing (from occlusion, or at the frame edge) just past the line, driving on.
+    assert run(counter, [(7, 300, y) for y in range(310, 540, 10)]) == []
+    # Appearing on the line, inside the margin: where it came from is unknown.
+    assert run(counter, [(8, 300, 299), *[(8, 300, y) for y in range(310, 400, 10)]]) == []
+
+
+def test_a_crossing_beside_the_segment_does_not_count() -> None:
+    counter = LineCounter([LINE])
+    assert run(counter, [(1, 700, y) for y in range(250, 360, 10)]) == []
+
+
+def test_crossings_take_the_lane_of_the_line_or_of_the_track() -> None:
+    counter = LineCounter([LINE, LineSpec("lane_line", (100, 400), (500, 400), lane_id="L9")])
+    out = []
+    for y in range(250, 460, 10):
+        det = tracks((1, 300, y))
+        det.lane_id = ["L1"]
+        out += counter.update(det)
+    assert [(c.line_id, c.lane_id) for c in out] == [("stop", "L1"), ("lane_line", "L9")]
+
+
+def test_untracked_frames_and_many_tracks() -> None:
+    counter = LineCounter([LINE])
+    det = tracks((1, 300, 250))
+    det.track_id = None
+    assert counter.update(det) == []
+    crossings = []
+    for step in range(12):
+        y = 250 + 10 * step
+        crossings += counter.update(tracks(*[(t, 120 + 30 * t, y) for t in range(12)]))
+    assert sorted(c.track_id for c in crossings) == list(range(12))
+
+
+def test_state_of_departed_tracks_is_forgotten() -> None:
+    counter = LineCounter([LINE], forget_after_frames=30)
+    run(counter, [(t, 300, 250) for t in range(100)])
+    for _ in range(90):
+        counter.update(tracks())
+    assert counter._state[0] == {}
