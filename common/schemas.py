@@ -119,7 +119,12 @@ class LaneAggregates(_RsuMessage):
 
     kind: Literal["lane_aggregates"] = "lane_aggregates"
     interval_start_ms: EpochMs
-    interval_s: float = Field(gt=0.0)
+    interval_s: float = Field(gt=0.0, description="bin length; bins are aligned to the clock")
+    observed_s: float = Field(
+        ge=0.0,
+        description="time within the bin covered by processed frames: less than interval_s "
+        "when the RSU started mid-bin, stopped, or lost its camera. Divide counts by it for flow",
+    )
     lanes: list[LaneInterval] = Field(max_length=256)
     lines: list[LineInterval] = Field(default_factory=list, max_length=256)
 

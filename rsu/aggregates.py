@@ -64,7 +64,9 @@ class LaneAggregator:
         self.header = header  # rsu_id, camera_id, run_id
         self.seq = 0
         self._start: int | None = None
+        self._first_t: int | None = None  # first and last frame of the open interval
         self._last_t: int | None = None
+        self._frames = 0
         self._lanes: dict[str, _LaneAcc] = {}
         self._lines: dict[str, dict[bool, dict[str, int]]] = {}
         self._counted: dict[tuple[str, int], int] = {}  # (lane, track) -> time counted
@@ -94,21 +96,30 @@ class LaneAggregator:
         """Account one frame; returns the aggregates of an interval this frame closed."""
         closed = None
         if self._start is not None and t_ms >= self._start + self.interval_ms:
-            closed = self._emit(self._start, self.interval_ms)
+            closed = self._emit(self._start, self._observed_ms(frame_ms=None))
         if closed is not None or self._start is None:
             self._start = t_ms // self.interval_ms * self.interval_ms
+            self._first_t, self._frames = t_ms, 0
         self._last_t = t_ms
+        self._frames += 1
         self._account(t_ms, detections, motion, crossings)
         return closed
 
     def flush(self, frame_ms: float) -> LaneAggregates | None:
         """The last, partial interval (end of a replay or shutdown)."""
-        if self._start is None or self._last_t is None:
+        if self._start is None:
             return None
-        span = self._last_t + frame_ms - self._start
-        message = self._emit(self._start, max(1, int(span)))
+        message = self._emit(self._start, self._observed_ms(frame_ms))
         self._start = None
         return message
+
+    def _observed_ms(self, frame_ms: float | None) -> float:
+        """First to last frame of the interval, plus one frame period."""
+        assert self._first_t is not None and self._last_t is not None
+        span = self._last_t - self._first_t
+        if frame_ms is None:  # the mean frame gap within the interval
+            frame_ms = span / (self._frames - 1) if self._frames > 1 else 0.0
+        return min(span + frame_ms, self.interval_ms)
 
     def _account(
         self, t_ms: int, detections: Detections, motion: Motion, crossings: list[Crossing]
@@ -154,7 +165,7 @@ class LaneAggregator:
             return 0.0
         return round(max(stop.distance(Point(detections.ground_xy[i])) for i in members), 1)
 
-    def _emit(self, start_ms: int, span_ms: int) -> LaneAggregates:
+    def _emit(self, start_ms: int, observed_ms: float) -> LaneAggregates:
         lanes = []
         for lane_id, acc in self._lanes.items():
             lanes.append(
@@ -180,7 +191,8 @@ class LaneAggregator:
             **self.header,
             seq=self.seq,
             interval_start_ms=start_ms,
-            interval_s=span_ms / 1000.0,
+            interval_s=self.interval_ms / 1000.0,
+            observed_s=round(observed_ms / 1000.0, 3),
             lanes=lanes,
             lines=lines,
         )

@@ -33,7 +33,9 @@ class SceneAnalytics:
         header = {"rsu_id": config.rsu_id, "camera_id": config.camera_id, "run_id": run_id}
         self.aggregator = LaneAggregator(scene, config.aggregate_interval_s, header, self.projector)
 
-    def __call__(self, detections: Detections, t_ms: int) -> LaneAggregates | None:
+    def __call__(
+        self, detections: Detections, t_ms: int, frame_size: tuple[int, int]
+    ) -> LaneAggregates | None:
         """Annotates ``detections`` in place; returns aggregates of an interval just closed."""
         feet = detections.bottom_centres()
         detections.lane_id = self.lanes.assign(feet)
@@ -41,7 +43,7 @@ class SceneAnalytics:
             detections.ground_xy = self.projector.to_ground(feet)
         motion = self.motion.update(detections, t_ms)
         detections.speed_mps, detections.heading_deg = motion.speed_mps, motion.heading_deg
-        crossings = self.lines.update(detections)
+        crossings = self.lines.update(detections, frame_size)
         if not self.aggregator.active:
             return None
         return self.aggregator.update(t_ms, detections, motion, crossings)

@@ -11,8 +11,11 @@ Robustness, each case tested in tests/test_lines.py:
   ``min_frames`` frames, so jitter around the line never counts;
 - each track counts at most once per line and direction, so a vehicle stopped on the line,
   or turning back and forth, is never counted again and again;
-- edge of frame: a track first seen already past the line has no "before" side and is not
-  counted, and a crossing outside the segment's extent (beside the road) does not count.
+- edge of frame: while a box touches the left, right or bottom edge of the frame, it is cut
+  off and its bottom centre is not where the road user stands, so it neither sets nor changes
+  the track's side (an articulated bus entering at the side, its box bottom dipping over a
+  line, is not a crossing); a track first seen already past the line has no "before" side
+  and is not counted; a crossing outside the segment's extent (beside the road) does not count.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Crossing:
     track_id: int
     category: str
     positive: bool
-    lane_id: str | None
+    lane_id: str | None  # the line's lane, else the last lane the track was seen in
 
 
 @dataclass
@@ -48,6 +51,7 @@ class _TrackSide:
     pending_frames: int = 0
     counted: set[bool] = field(default_factory=set)  # directions already counted
     last_seen: int = 0
+    lane: str | None = None  # the last lane the track was seen in
 
 
 class LineCounter:
@@ -57,8 +61,10 @@ class LineCounter:
         margin: float = 0.1,
         min_frames: int = 2,
         forget_after_frames: int = 300,
+        edge_px: float = 2.0,
     ) -> None:
         self.lines = lines
+        self.edge_px = edge_px
         self.margin = margin
         self.min_frames = min_frames
         self.forget_after_frames = forget_after_frames
@@ -71,8 +77,13 @@ class LineCounter:
         self._frame = 0
         self.totals: dict[tuple[str, bool, str], int] = {}
 
-    def update(self, detections: Detections) -> list[Crossing]:
-        """Feed one frame of tracked detections; returns the crossings completed in it."""
+    def update(
+        self, detections: Detections, frame_size: tuple[int, int] | None = None
+    ) -> list[Crossing]:
+        """Feed one frame of tracked detections; returns the crossings completed in it.
+
+        ``frame_size`` (width, height) lets boxes cut off by the frame edge be recognised.
+        """
         self._frame += 1
         if not self.lines or detections.track_id is None or not len(detections):
             self._forget()
@@ -84,6 +95,11 @@ class LineCounter:
         distance = cross / self._length[:, None]  # signed distance, > 0 on the right
         along = np.einsum("lnk,lk->ln", rel, self._dir) / (self._length[:, None] ** 2)
         band = self.margin * heights
+        cut_off = np.zeros(len(detections), bool)
+        if frame_size is not None:
+            width, height = frame_size
+            box, e = detections.xyxy, self.edge_px
+            cut_off = (box[:, 0] <= e) | (box[:, 2] >= width - e) | (box[:, 3] >= height - e)
         crossings: list[Crossing] = []
         for li, line in enumerate(self.lines):
             states = self._state[li]
@@ -92,7 +108,9 @@ class LineCounter:
                 side = 1 if d > band[n] else -1 if d < -band[n] else 0
                 state = states.setdefault(track, _TrackSide())
                 state.last_seen = self._frame
-                if side == 0 or side == state.side:
+                if detections.lane_id and detections.lane_id[n] is not None:
+                    state.lane = detections.lane_id[n]
+                if side == 0 or side == state.side or cut_off[n]:
                     state.pending_frames = 0
                     continue
                 if state.side == 0:  # first confident side: where the track comes from
@@ -109,7 +127,9 @@ class LineCounter:
                     continue
                 state.counted.add(positive)
                 category = str(detections.class_name[n])
-                lane = line.lane_id or (detections.lane_id[n] if detections.lane_id else None)
+                # A stop line is confirmed crossed once the vehicle is in the intersection,
+                # in no lane: the lane it came from is what the count belongs to.
+                lane = line.lane_id or state.lane
                 crossings.append(Crossing(line.id, track, category, positive, lane))
                 key = (line.id, positive, category)
                 self.totals[key] = self.totals.get(key, 0) + 1

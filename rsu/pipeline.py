@@ -106,9 +106,9 @@ class RsuPipeline:
                 confident = self.detector.passes_confidence(detections)
                 detections = self.tracker.update(detections, confident)
         with timer.stage("analytics"):
-            aggregates = self.analytics(detections, captured_at_ms)
-        with timer.stage("publish"):
             height, width = frame.image.shape[:2]
+            aggregates = self.analytics(detections, captured_at_ms, (width, height))
+        with timer.stage("publish"):
             message = FrameObjects(
                 rsu_id=self.config.rsu_id,
                 camera_id=self.config.camera_id,

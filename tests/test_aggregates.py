@@ -80,8 +80,11 @@ def test_intervals_are_aligned_and_carry_lane_and_line_figures() -> None:
             out.append(closed)
     out.append(agg.flush(100))
     first, last = out
+    # Started 3 s into the first bin: 7 s observed; the last, partial bin: 3 s.
     assert first.interval_start_ms == 1_700_000_000_000 and first.interval_s == 10.0
-    assert last.interval_start_ms == 1_700_000_010_000 and last.interval_s == 3.0
+    assert first.observed_s == 7.0
+    assert last.interval_start_ms == 1_700_000_010_000 and last.interval_s == 10.0
+    assert last.observed_s == 3.0
     l1, l2 = first.lanes
     assert l1.counts == {"car": 1}
     assert {k.value: v for k, v in first.lines[0].negative.items()} == {"car": 2}

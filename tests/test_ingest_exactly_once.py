@@ -198,6 +198,7 @@ def test_lane_aggregates_and_health_reach_counts_and_state(
             seq=i,
             interval_start_ms=T0 + i * 60_000,
             interval_s=60,
+            observed_s=60,
             lanes=[
                 LaneInterval(lane_id="L1", counts={RoadUserClass.car: 10 + i}, queue_vehicles=i),
                 LaneInterval(lane_id="L2", counts={RoadUserClass.bus: 1}),

@@ -82,6 +82,16 @@ def test_crossings_take_the_lane_of_the_line_or_of_the_track() -> None:
     assert [(c.line_id, c.lane_id) for c in out] == [("stop", "L1"), ("lane_line", "L9")]
 
 
+def test_a_stop_line_crossing_belongs_to_the_lane_the_vehicle_came_from() -> None:
+    counter = LineCounter([LINE])
+    out = []
+    for y in range(380, 240, -10):  # driving up out of lane L2 into the intersection
+        det = tracks((1, 300, y))
+        det.lane_id = ["L2" if y > 300 else None]
+        out += counter.update(det)
+    assert [(c.positive, c.lane_id) for c in out] == [(False, "L2")]
+
+
 def test_untracked_frames_and_many_tracks() -> None:
     counter = LineCounter([LINE])
     det = tracks((1, 300, 250))
@@ -100,3 +110,31 @@ def test_state_of_departed_tracks_is_forgotten() -> None:
     for _ in range(90):
         counter.update(tracks())
     assert counter._state[0] == {}
+
+
+def test_a_box_cut_off_by_the_frame_edge_sets_no_side() -> None:
+    counter = LineCounter([LineSpec("out", (500.0, 440.0), (958.0, 440.0))])
+    frame_size = (960, 540)
+
+    def bus(x1: float, y2: float) -> Detections:
+        det = Detections(
+            xyxy=np.array([[x1, y2 - 120, min(x1 + 400, 960), y2]], np.float32),
+            confidence=np.array([0.9], np.float32),
+            class_name=np.array(["bus"], dtype=object),
+        )
+        det.track_id = np.array([5])
+        return det
+
+    crossings = []
+    # Entering at the right edge, turning: while cut off, its box bottom dips below the line.
+    for x1, y2 in [(900, 470), (850, 465), (800, 460), (700, 455)]:
+        crossings += counter.update(bus(x1, y2), frame_size)
+    # Fully in the frame only once it is above the line, driving on up.
+    for x1, y2 in [(520, 420), (480, 400), (440, 380)]:
+        crossings += counter.update(bus(x1, y2), frame_size)
+    assert crossings == []
+    # The same path fully inside the frame is a real crossing.
+    counter = LineCounter([LineSpec("out", (500.0, 440.0), (958.0, 440.0))])
+    for y2 in [470, 465, 460, 455, 420, 400, 380]:
+        crossings += counter.update(bus(520, y2), frame_size)
+    assert [c.positive for c in crossings] == [False]

@@ -65,6 +65,7 @@ def test_lane_aggregates_and_health_round_trip() -> None:
         seq=0,
         interval_start_ms=1_700_000_000_000,
         interval_s=60,
+        observed_s=60,
         lanes=[LaneInterval(lane_id="L1", counts={RoadUserClass.car: 12}, occupancy=0.3)],
     )
     health = RsuHealth(
