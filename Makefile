@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks compare against Ultralytics (PyTorch): installed here, not for demo or tests.
+$(VENV)/.installed-models: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,models]'
+	touch $@
+
+bench: $(VENV)/.installed-models
+	$(BIN)/python benchmarks/rsu_latency.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -72,32 +72,23 @@ def letterbox(image: np.ndarray, size: int, out: np.ndarray) -> Letterbox:
     return Letterbox(scale, pad_x, pad_y)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS; returns kept indices in descending score order."""
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        iw = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(0)
-        ih = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(0)
-        inter = iw * ih
-        iou = inter / (areas[i] + areas[rest] - inter + 1e-9)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def batched_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float
 ) -> np.ndarray:
-    """Per-group NMS in one pass: boxes of different groups are shifted apart so never overlap."""
+    """NMS within each group (OpenCV's C++ NMS); kept indices in descending score order."""
     if boxes.shape[0] == 0:
         return np.zeros(0, np.int64)
-    offset = groups.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
-    return nms(boxes + offset, scores, iou)
+    xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1).astype(np.float64)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), scores.astype(np.float64).tolist(), groups.tolist(), 0.0, iou
+    )
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Single-group NMS; kept indices in descending score order."""
+    return batched_nms(boxes, scores, np.zeros(len(boxes), np.int64), iou)
 
 
 def _model_class_ids(metadata: dict[str, str]) -> dict[str, int]:

@@ -1,0 +1,236 @@
+"""RSU per-frame latency against Ultralytics' own model.track(), side by side in one run.
+
+Both sides get the same decoded frames of the clip, the same weights (the .pt and its ONNX
+export at the same imgsz), the same tracker algorithm (ByteTrack) and the same number of CPU
+threads.  Our side is the whole RSU pipeline from a decoded frame to the message published
+on a real Valkey server: letterbox, ONNX Runtime inference, decode and NMS, ByteTrack, scene
+analytics, message encoding and XADD.  Ultralytics' side is
+``model.track(persist=True, tracker="bytetrack.yaml")``.
+
+Each side runs in its own worker process (PyTorch's and ONNX Runtime's thread pools spin
+after work and would slow each other down in one process), and the runs alternate, ours then
+theirs, for ``--rounds`` rounds, so that the noise of a shared machine hits both alike.  The
+figures pool all rounds; ``speedup_by_round`` shows the spread.
+
+Prints a table, then one JSON line (keys from issue #3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_info() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+    }
+    try:
+        import torch
+        import ultralytics
+
+        info["torch"] = torch.__version__
+        info["ultralytics"] = ultralytics.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def load_frames(video: Path, n: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return frames
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run_ours(args: argparse.Namespace, frames: list[np.ndarray]) -> dict[str, object]:
+    from common.datadir import resolve_asset
+    from common.redis_server import LocalRedisServer
+    from rsu.config import RsuConfig
+    from rsu.detector import DetectorConfig, build_detector
+    from rsu.pipeline import RsuPipeline, now_ms
+    from rsu.publisher import BusPublisher
+    from rsu.replay import load_scene
+    from rsu.source import Frame
+    from rsu.tracker import ByteTracker
+
+    scene = load_scene(args.scene)
+    onnx = resolve_asset(args.onnx or f"models/yolov8n-coco-{args.imgsz}.onnx")
+    with LocalRedisServer() as server:
+        config = RsuConfig(
+            rsu_id="bench",
+            detector=DetectorConfig(model=str(onnx), imgsz=args.imgsz, threads=args.threads),
+            bus={"redis_url": server.url},
+        )
+        detector = build_detector(config.detector, onnx, config.tracker.low_threshold)
+        publisher = BusPublisher(config.bus)
+
+        def pipeline() -> RsuPipeline:
+            tracker = ByteTracker(config.tracker, FPS)
+            return RsuPipeline(config, detector, publisher, scene, tracker=tracker)
+
+        warm = pipeline()
+        for i, image in enumerate(frames[:10]):
+            warm.process(Frame(i, image, 0.0), now_ms())
+        ours = pipeline()
+        objects = [
+            len(ours.process(Frame(k, image, k * 1000 / FPS), now_ms()).objects)
+            for k, image in enumerate(frames)
+        ]
+        publisher.close()
+    return {
+        "total": list(ours.timer.total),
+        "stages": {k: list(v) for k, v in ours.timer.samples.items() if v},
+        "objects": objects,
+        "budget_ms": config.budget_ms,
+    }
+
+
+def run_ultralytics(args: argparse.Namespace, frames: list[np.ndarray]) -> dict[str, object]:
+    import torch
+    from ultralytics import YOLO
+
+    from common.datadir import resolve_asset
+
+    torch.set_num_threads(args.threads)
+    weights = str(resolve_asset(args.pt))
+    options = {"imgsz": args.imgsz, "persist": True, "verbose": False, "tracker": "bytetrack.yaml"}
+    warm = YOLO(weights)
+    for image in frames[:10]:
+        warm.track(image, **options)
+    model = YOLO(weights)
+    times, objects = [], []
+    for image in frames:
+        t0 = time.perf_counter()
+        result = model.track(image, **options)
+        times.append((time.perf_counter() - t0) * 1000)
+        objects.append(len(result[0].boxes))
+    return {"total": times, "objects": objects}
+
+
+FPS = 30.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scene", default=str(ROOT / "replay_data/intersection_beijing.yaml"))
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--onnx", help="ONNX model (default models/yolov8n-coco-<imgsz>.onnx)")
+    parser.add_argument("--pt", default="models/yolov8n-coco.pt", help="Ultralytics weights")
+    parser.add_argument("--frames", type=int, default=252)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each side")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument("--worker", choices=["ours", "ultralytics"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+
+    if args.worker:
+        from common.datadir import resolve_asset
+        from rsu.replay import load_scene
+
+        frames = load_frames(resolve_asset(load_scene(args.scene).video or ""), args.frames)
+        run = run_ours if args.worker == "ours" else run_ultralytics
+        Path(args.out).write_bytes(orjson.dumps(run(args, frames)))
+        return 0
+
+    sides = ["ours"] if args.skip_ultralytics else ["ours", "ultralytics"]
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(args.rounds):
+            for side in sides:
+                out = Path(tmp) / f"{side}-{round_no}.json"
+                command = [
+                    sys.executable, __file__, "--worker", side, "--out", str(out),
+                    "--scene", args.scene, "--imgsz", str(args.imgsz), "--pt", args.pt,
+                    "--frames", str(args.frames), "--threads", str(args.threads),
+                ]  # fmt: skip
+                if args.onnx:
+                    command += ["--onnx", args.onnx]
+                subprocess.run(command, check=True, cwd=ROOT)
+                runs[side].append(orjson.loads(out.read_bytes()))
+
+    ours = runs["ours"]
+    total = [t for r in ours for t in r["total"]]
+    inference = [t for r in ours for t in r["stages"]["inference"]]
+    overhead = [t - i for t, i in zip(total, inference, strict=True)]
+    figures: dict[str, object] = {
+        "imgsz": args.imgsz,
+        "frames": len(ours[0]["total"]),
+        "rounds": args.rounds,
+        "objects_per_frame": round(float(np.mean([n for r in ours for n in r["objects"]])), 1),
+        "inference_p50_ms": round(percentile(inference, 50), 2),
+        "pipeline_p50_ms": round(percentile(total, 50), 2),
+        "pipeline_p99_ms": round(percentile(total, 99), 2),
+        "overhead_p50_ms": round(percentile(overhead, 50), 2),
+        "overhead_p99_ms": round(percentile(overhead, 99), 2),
+        "budget_violations_share": round(
+            sum(t > ours[0]["budget_ms"] for t in total) / len(total), 3
+        ),
+    }
+    if "ultralytics" in runs:
+        theirs = runs["ultralytics"]
+        ultra = [t for r in theirs for t in r["total"]]
+        figures["ultralytics_p50_ms"] = round(percentile(ultra, 50), 2)
+        figures["ultralytics_p99_ms"] = round(percentile(ultra, 99), 2)
+        figures["ultralytics_objects_per_frame"] = round(
+            float(np.mean([n for r in theirs for n in r["objects"]])), 1
+        )
+        figures["speedup_vs_ultralytics"] = round(percentile(ultra, 50) / percentile(total, 50), 2)
+        figures["speedup_by_round"] = [
+            round(percentile(t["total"], 50) / percentile(o["total"], 50), 2)
+            for o, t in zip(ours, theirs, strict=True)
+        ]
+    figures["machine"] = machine_info()
+
+    print(f"{'stage':<12}{'p50 ms':>9}{'p99 ms':>9}")
+    for name in ours[0]["stages"]:
+        values = [t for r in ours for t in r["stages"][name]]
+        print(f"{name:<12}{percentile(values, 50):>9.2f}{percentile(values, 99):>9.2f}")
+    print(f"{'pipeline':<12}{figures['pipeline_p50_ms']:>9.2f}{figures['pipeline_p99_ms']:>9.2f}")
+    if "ultralytics" in runs:
+        print(f"{'ultralytics':<12}{figures['ultralytics_p50_ms']:>9.2f}"
+              f"{figures['ultralytics_p99_ms']:>9.2f}")  # fmt: skip
+    print(orjson.dumps(figures).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
