@@ -81,6 +81,43 @@ def _scene_check(args: argparse.Namespace) -> int:
     return 1 if report.warnings and args.strict else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from common.datadir import resolve_asset
+    from rsu.export import ExportError, export_ultralytics, quantize_int8
+
+    try:
+        weights = resolve_asset(args.weights, args.data_dir)
+        out_dir = Path(args.out)
+        if weights.suffix == ".onnx":
+            fp32 = weights  # quantize an existing export; no Ultralytics needed
+        elif args.format == "engine":
+            calibration = Path(args.calibration) if args.calibration else None
+            engine = export_ultralytics(
+                weights, out_dir, "engine", args.imgsz, args.half, args.int8, calibration
+            )
+            print(f"wrote {engine}")
+            return 0
+        else:
+            fp32 = export_ultralytics(weights, out_dir, "onnx", args.imgsz, args.half)
+            print(f"wrote {fp32}")
+        if args.int8:
+            if not args.calib_video:
+                raise ExportError("--int8 needs --calib-video: a clip from this kind of camera")
+            video = resolve_asset(args.calib_video, args.data_dir)
+            target = out_dir / f"{fp32.stem}-int8.onnx"
+            keep = tuple(f"/model.{i}/" for i in args.keep_float)
+            written, excluded = quantize_int8(
+                fp32, target, video, args.calib_frames, args.calib_method, keep_float=keep
+            )
+            print(f"wrote {written} (static int8; {len(excluded)} head/kept nodes in float)")
+    except (ExportError, AssetNotFoundError) as exc:
+        print(f"rsu export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsu", description="Roadside unit: camera -> bus")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)
+
+    export = sub.add_parser("export", help="export weights to ONNX, static int8 ONNX or TensorRT")
+    export.add_argument("--weights", required=True, help=".pt to export, or a fp32 .onnx")
+    export.add_argument("--imgsz", type=int, default=320, help="input size of the export")
+    export.add_argument("--format", choices=["onnx", "engine"], default="onnx")
+    export.add_argument("--half", action="store_true", help="fp16 (GPU runtimes)")
+    export.add_argument("--int8", action="store_true", help="static int8 (head kept in float)")
+    export.add_argument("--calib-video", help="clip whose frames calibrate int8 ONNX")
+    export.add_argument("--calib-frames", type=int, default=64)
+    export.add_argument(
+        "--calib-method", choices=["percentile", "minmax", "entropy"], default="percentile"
+    )
+    export.add_argument(
+        "--keep-float", type=int, nargs="*", default=[], help="more module numbers kept float"
+    )
+    export.add_argument("--calibration", help="engine int8: Ultralytics dataset YAML")
+    export.add_argument("--data-dir", dest="data_dir", help="extra directory for inputs")
+    export.add_argument("--out", default="out/models", help="directory to write to")
+    export.set_defaults(func=_export)
 
     scene = sub.add_parser("scene", help="scene tools").add_subparsers(
         dest="scene_command", required=True

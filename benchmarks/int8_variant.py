@@ -1,0 +1,116 @@
+"""Static-int8 ONNX against fp32: bare inference time and the share of detections kept.
+
+Quantizes the fp32 model with ``rsu export``'s quantizer (head in float, calibrated on
+``--calib-frames`` frames of the clip), then on every frame of the clip runs both models
+through the RSU detector (same letterbox, thresholds and NMS).  Inference is timed in
+alternating blocks in one process, so machine noise hits both alike.  A fp32 detection is
+kept when the int8 model has a box of the same class with IoU >= 0.5 (greedy, per frame).
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from rsu_latency import load_frames, machine_info, percentile  # noqa: E402
+
+
+def kept_share(reference, candidate) -> tuple[int, int]:
+    """(fp32 boxes matched by an int8 box of the same class at IoU >= 0.5, fp32 boxes)."""
+    from rsu.tracker import iou_matrix
+
+    kept = 0
+    for ref, cand in zip(reference, candidate, strict=True):
+        if not len(ref) or not len(cand):
+            continue
+        iou = iou_matrix(ref.xyxy.astype(np.float64), cand.xyxy.astype(np.float64))
+        iou[ref.class_name[:, None] != cand.class_name[None, :]] = 0.0
+        used: set[int] = set()
+        for i in np.argsort(-ref.confidence):
+            order = np.argsort(-iou[i])
+            for j in order:
+                if iou[i, j] < 0.5:
+                    break
+                if j not in used:
+                    used.add(int(j))
+                    kept += 1
+                    break
+    return kept, sum(len(r) for r in reference)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scene", default=str(ROOT / "replay_data/intersection_beijing.yaml"))
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--onnx", help="fp32 model (default models/yolov8n-coco-<imgsz>.onnx)")
+    parser.add_argument("--int8", help="int8 model; default: quantize the fp32 one now")
+    parser.add_argument("--calib-frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=252)
+    parser.add_argument("--block", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    from common.datadir import resolve_asset
+    from rsu.detector import DetectorConfig, OnnxDetector
+    from rsu.export import quantize_int8
+    from rsu.replay import load_scene
+
+    video = resolve_asset(load_scene(args.scene).video or "")
+    fp32 = resolve_asset(args.onnx or f"models/yolov8n-coco-{args.imgsz}.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.int8:
+            int8 = resolve_asset(args.int8)
+        else:
+            int8, _ = quantize_int8(fp32, Path(tmp) / "int8.onnx", video, args.calib_frames)
+        config = DetectorConfig(model="-", imgsz=args.imgsz, threads=args.threads)
+        detectors = {"fp32": OnnxDetector(config, fp32), "int8": OnnxDetector(config, int8)}
+        frames = load_frames(video, args.frames)
+        blobs = [detectors["fp32"].preprocess(f) for f in frames]
+        for det in detectors.values():  # warm-up
+            for blob, _ in blobs[:5]:
+                det.infer(blob)
+        times: dict[str, list[float]] = {k: [] for k in detectors}
+        found: dict[str, list] = {k: [] for k in detectors}
+        for start in range(0, len(frames), args.block):
+            for name, det in detectors.items():
+                for k in range(start, min(start + args.block, len(frames))):
+                    blob, box = blobs[k]
+                    t0 = time.perf_counter()
+                    output = det.infer(blob)
+                    times[name].append((time.perf_counter() - t0) * 1000)
+                    found[name].append(det.postprocess(output, box, frames[k].shape))
+    kept, total = kept_share(found["fp32"], found["int8"])
+    figures = {
+        "imgsz": args.imgsz,
+        "frames": len(frames),
+        "fp32_inference_p50_ms": round(percentile(times["fp32"], 50), 2),
+        "int8_inference_p50_ms": round(percentile(times["int8"], 50), 2),
+        "int8_speedup": round(percentile(times["fp32"], 50) / percentile(times["int8"], 50), 2),
+        "fp32_detections": total,
+        "int8_detections": sum(len(d) for d in found["int8"]),
+        "detections_kept_share": round(kept / total, 3) if total else None,
+        "calibration_frames": args.calib_frames,
+        "machine": machine_info(),
+    }
+    print(f"{'model':<6}{'p50 ms':>9}{'p99 ms':>9}{'boxes':>8}")
+    for name in detectors:
+        print(f"{name:<6}{percentile(times[name], 50):>9.2f}{percentile(times[name], 99):>9.2f}"
+              f"{sum(len(d) for d in found[name]):>8}")  # fmt: skip
+    print(orjson.dumps(figures).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

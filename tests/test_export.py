@@ -1,0 +1,60 @@
+"""Static int8 export of the real model: head kept in float, metadata kept, still detects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import onnx
+import pytest
+
+from common.datadir import resolve_asset
+from rsu.detector import DetectorConfig, OnnxDetector
+from rsu.export import head_nodes, quantize_int8
+
+ROOT = Path(__file__).resolve().parent.parent
+FP32 = "models/yolov8n-coco-320.onnx"
+CLIP = "video/intersection_beijing/intersection.mp4"
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory) -> tuple[Path, list[str]]:
+    out = tmp_path_factory.mktemp("int8") / "model-int8.onnx"
+    return quantize_int8(resolve_asset(FP32), out, resolve_asset(CLIP), frames=8)
+
+
+def test_the_head_stays_float_and_the_backbone_is_int8(int8_model) -> None:
+    path, excluded = int8_model
+    assert excluded == head_nodes(resolve_asset(FP32))
+    graph = onnx.load(str(path)).graph
+    quantized = {n.name for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert any(name.startswith("/model.0/") for name in quantized)  # the first conv is int8
+    head_convs = [n for n in graph.node if n.name.startswith("/model.22/") and n.op_type == "Conv"]
+    assert head_convs, "the head's convolutions are still there"
+    # No head conv reads a dequantized (int8) weight: the head runs in float.
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert not [c.name for c in head_convs if c.input[1] in dequantized]
+
+
+def test_int8_model_keeps_metadata_and_finds_the_cars(int8_model) -> None:
+    path, _ = int8_model
+    frame = cv2.VideoCapture(str(resolve_asset(CLIP))).read()[1]
+    config = DetectorConfig(model="-", imgsz=320)
+    fp32 = OnnxDetector(config, resolve_asset(FP32)).detect(frame)
+    int8 = OnnxDetector(config, path).detect(frame)  # reads class names from the metadata
+    assert len(fp32) >= 8
+    assert len(int8) >= 0.75 * len(fp32)
+    assert set(int8.class_name.tolist()) <= {"car", "truck", "bus", "person", "motorcycle"}
+
+
+def test_export_cli_needs_a_calibration_clip_for_int8(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rsu.cli", "export", "--weights", FP32, "--int8",
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--int8 needs --calib-video" in out.stderr
