@@ -81,6 +81,37 @@ def _scene_check(args: argparse.Namespace) -> int:
     return 1 if report.warnings and args.strict else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from common.config import load_config
+    from rsu.config import RsuConfig
+    from rsu.detector import ModelError
+    from rsu.live import run_live
+    from rsu.scene import SceneError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {}
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    if redis_url:
+        overrides["bus"] = {"redis_url": redis_url}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        config = load_config(RsuConfig, args.config, overrides)
+        pipeline = run_live(config, stop)
+    except (ConfigError, AssetNotFoundError, ModelError, SceneError) as exc:
+        print(f"rsu run: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"stopped after {pipeline.frames} frames")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -138,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)
+
+    run = sub.add_parser("run", help="run a live camera RSU until stopped")
+    run.add_argument("--config", required=True, help="RSU config YAML with a `source`")
+    run.add_argument("--redis-url", help="bus URL (default: $REDIS_URL, then the config)")
+    run.set_defaults(func=_run)
 
     export = sub.add_parser("export", help="export weights to ONNX, static int8 ONNX or TensorRT")
     export.add_argument("--weights", required=True, help=".pt to export, or a fp32 .onnx")

@@ -7,7 +7,9 @@ from pydantic import Field
 from common.bus import BusConfig
 from common.config import StrictModel
 from rsu.detector import DetectorConfig
+from rsu.metrics import MetricsConfig
 from rsu.motion import MotionConfig
+from rsu.source import SourceConfig
 from rsu.spool import SpoolConfig
 from rsu.tracker import TrackerConfig
 
@@ -16,6 +18,12 @@ class RsuConfig(StrictModel):
     rsu_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique id of this RSU")
     camera_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="camera id")
     data_dir: str | None = Field(None, description="extra directory searched for models/videos")
+    source: SourceConfig | None = Field(None, description="the live camera (rsu run)")
+    scene: str | None = Field(None, description="scene file: lanes, lines, calibration")
+    max_fps: float | None = Field(
+        None, gt=0, description="detect at most this often; newer frames replace older ones"
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)

@@ -26,7 +26,7 @@ from rsu.detections import Detections
 from rsu.detector import OnnxDetector
 from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
-from rsu.source import Frame
+from rsu.source import Frame, LiveSource
 from rsu.timing import StageTimer
 from rsu.tracker import ByteTracker
 
@@ -77,10 +77,12 @@ class RsuPipeline:
         scene: SceneConfig | None = None,
         run_id: str | None = None,
         tracker: ByteTracker | None = None,
+        source: LiveSource | None = None,
     ) -> None:
         self.config = config
         self.detector = detector
         self.tracker = tracker
+        self.source = source
         self.publisher = publisher
         self.run_id = run_id or str(now_ms())
         self.analytics = SceneAnalytics(scene, config, self.run_id)
@@ -128,7 +130,7 @@ class RsuPipeline:
             self._frame_times.append(wall)
             if wall >= self._next_health:
                 self._next_health = wall + self.config.health_interval_s
-                batch.append(self.health(status="ok", source_connected=True))
+                batch.append(self.health(status="ok"))
             self.publisher.send(batch)
         if timer.end_frame() > self.config.budget_ms:
             self.budget_violations += 1
@@ -143,7 +145,16 @@ class RsuPipeline:
         span = self._frame_times[-1] - self._frame_times[0]
         return (len(self._frame_times) - 1) / span if span > 0 else 0.0
 
-    def health(self, status: str, source_connected: bool, detail: str | None = None) -> RsuHealth:
+    def health(
+        self, status: str, source_connected: bool | None = None, detail: str | None = None
+    ) -> RsuHealth:
+        """``source_connected``: default, what the live source says (True for a replay)."""
+        source = self.source
+        if source_connected is None:
+            source_connected = source.connected if source is not None else True
+        if status == "ok" and not source_connected:
+            status = "degraded"
+            detail = detail or (source.last_error if source is not None else None)
         latency = StageTimer.percentiles(self.timer.recent)
         publisher = self.publisher
         if status == "ok" and publisher.spool_depth:
@@ -162,7 +173,7 @@ class RsuPipeline:
             source_connected=source_connected,
             fps=round(self.fps(), 2),
             frames_processed=self.frames,
-            frames_skipped=0,
+            frames_skipped=source.frames_skipped if source is not None else 0,
             latency=LatencySummary(**latency) if self.timer.recent else None,
             budget_ms=self.config.budget_ms,
             budget_violations=self.budget_violations,

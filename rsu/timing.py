@@ -23,6 +23,7 @@ class StageTimer:
         self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
         self.total: deque[float] = deque(maxlen=window)
         self.recent: deque[float] = deque(maxlen=recent_window)
+        self.last: dict[str, float] = {}  # stages of the last closed frame
         self._current: dict[str, float] = {}
 
     @contextmanager
@@ -42,6 +43,7 @@ class StageTimer:
     def end_frame(self) -> float:
         """Close the frame; returns its total, decoded frame -> published (decode excluded)."""
         current, self._current = self._current, {}
+        self.last = current
         for name, value in current.items():
             self.samples[name].append(value)
         total = sum(v for k, v in current.items() if k != "decode")

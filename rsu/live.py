@@ -1,0 +1,94 @@
+"""``rsu run``: one live camera, processed until stopped.
+
+The RSU starts even when the bus is down (messages spool) and keeps running when the camera
+disappears: it keeps sending health messages that say so, with the reason, while the source
+reconnects.  SIGTERM/SIGINT stop it cleanly: last aggregates, a final health message, and
+the spool flushed if the bus is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from common.config import ConfigError
+from common.datadir import resolve_asset
+from rsu.config import RsuConfig
+from rsu.detector import build_detector
+from rsu.metrics import RsuMetrics
+from rsu.pipeline import RsuPipeline
+from rsu.publisher import BusPublisher
+from rsu.replay import load_scene
+from rsu.source import LiveSource
+from rsu.spool import Spool, default_spool_path
+from rsu.tracker import ByteTracker
+
+log = logging.getLogger("rsu.live")
+NOMINAL_FPS = 25.0  # until the camera says otherwise: sizes the tracker's lost buffer
+
+
+def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
+    if config.source is None:
+        raise ConfigError("rsu run needs a `source` in the config (the camera to read)")
+    scene = load_scene(config.scene) if config.scene else None
+    model = resolve_asset(config.detector.model, config.data_dir)
+    tracking = config.tracker.enabled
+    detector = build_detector(
+        config.detector, model, config.tracker.low_threshold if tracking else None
+    )
+    spool_path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
+    publisher = BusPublisher(
+        config.bus,
+        Spool(Path(spool_path).expanduser(), config.spool.max_messages),
+        retry_initial_s=config.spool.retry_initial_s,
+        retry_max_s=config.spool.retry_max_s,
+    )
+    metrics = RsuMetrics()
+    port = metrics.serve(config.metrics)
+    if port is not None:
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
+    source = LiveSource(config.source)
+    rate = config.max_fps or NOMINAL_FPS
+    tracker = ByteTracker(config.tracker, fps=rate) if tracking else None
+    pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
+    min_gap = 1.0 / config.max_fps if config.max_fps else 0.0
+    last_processed = 0.0
+    next_idle_health = 0.0
+    try:
+        while not stop.is_set():
+            frame = source.read(timeout_s=min(1.0, config.health_interval_s))
+            now = time.monotonic()
+            _update_gauges(metrics, pipeline, source, publisher)
+            if frame is None:
+                if now >= next_idle_health:  # no frames: still say so, and why
+                    next_idle_health = now + config.health_interval_s
+                    publisher.send([pipeline.health(status="ok")])
+                publisher.drain()
+                continue
+            if now - last_processed < min_gap:
+                continue  # over max_fps: this frame is dropped, a newer one will come
+            last_processed = now
+            pipeline.process(frame, frame.captured_at_ms, frame.decode_ms)
+            total = pipeline.timer.total[-1]
+            metrics.observe_frame(pipeline.timer.last, total, total > config.budget_ms)
+        pipeline.finish(detail="stopped", frame_ms=1000.0 / rate)
+        publisher.flush(timeout_s=5.0)
+    finally:
+        source.close()
+        publisher.close()
+    return pipeline
+
+
+def _update_gauges(
+    metrics: RsuMetrics, pipeline: RsuPipeline, source: LiveSource, publisher: BusPublisher
+) -> None:
+    metrics.fps.set(pipeline.fps())
+    metrics.skipped.set(source.frames_skipped)
+    metrics.corrupt.set(source.corrupt_reads)
+    metrics.source_up.set(1 if source.connected else 0)
+    metrics.source_reconnects.set(source.reconnects)
+    metrics.bus_up.set(1 if publisher.connected else 0)
+    metrics.bus_reconnects.set(publisher.reconnects)
+    metrics.spool.set(publisher.spool_depth)
