@@ -45,6 +45,7 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
         retry_initial_s=config.spool.retry_initial_s,
         retry_max_s=config.spool.retry_max_s,
     )
+    log.info("model %s warmed up in %.0f ms", model.name, detector.warmup())
     metrics = RsuMetrics()
     port = metrics.serve(config.metrics)
     if port is not None:

@@ -128,3 +128,11 @@ def test_shipped_scenes_load() -> None:
     for path in scenes:
         scene = load_scene(path)
         assert scene.video, f"{path} names no clip"
+
+
+def test_the_jetson_example_config_is_valid() -> None:
+    from rsu.config import RsuConfig
+
+    config = load_config(RsuConfig, ROOT / "deploy/jetson/rsu.example.yaml")
+    assert config.source is not None and config.source.uri.startswith("gst:")
+    assert config.detector.providers == ["tensorrt", "cuda", "cpu"]

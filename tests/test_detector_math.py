@@ -39,3 +39,22 @@ def test_nms_groups_merge_car_and_truck_boxes_of_one_vehicle() -> None:
     scores = np.array([0.6, 0.5, 0.4], dtype=np.float32)
     groups = np.array([0, 0, 1])  # car and truck share group 0; a rider's motorcycle is 1
     assert sorted(batched_nms(boxes, scores, groups, 0.7).tolist()) == [0, 2]
+
+
+def test_providers_follow_preference_skip_missing_and_end_with_cpu(tmp_path) -> None:
+    from rsu.detector import DetectorConfig, session_providers
+
+    config = DetectorConfig(
+        providers=["tensorrt", "cuda", "cpu"], fp16=True, engine_cache=str(tmp_path / "trt")
+    )
+    jetson = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = session_providers(config, jetson)
+    assert [p if isinstance(p, str) else p[0] for p in chosen] == jetson
+    trt_options = chosen[0][1]
+    assert trt_options["trt_engine_cache_enable"] and trt_options["trt_fp16_enable"]
+    assert (tmp_path / "trt").is_dir()  # engines built on first start are kept here
+    assert session_providers(config, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert session_providers(DetectorConfig(providers=["cuda"]), jetson) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
