@@ -26,7 +26,7 @@ from rsu.detections import Detections
 from rsu.detector import OnnxDetector
 from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
-from rsu.source import Frame, LiveSource
+from rsu.source import Frame, LiveSource, VideoFileSource
 from rsu.timing import StageTimer
 from rsu.tracker import ByteTracker
 
@@ -77,7 +77,7 @@ class RsuPipeline:
         scene: SceneConfig | None = None,
         run_id: str | None = None,
         tracker: ByteTracker | None = None,
-        source: LiveSource | None = None,
+        source: LiveSource | VideoFileSource | None = None,
     ) -> None:
         self.config = config
         self.detector = detector

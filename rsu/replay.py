@@ -43,6 +43,8 @@ class ReplaySummary:
     first_frame_objects: int = 0
     reconnects: int = 0
     still_spooled: int = 0
+    frames_skipped: int = 0  # frames that failed to decode
+    source_error: str | None = None
     spool_path: str = ""
 
     def as_json(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class ReplaySummary:
             "budget_ms": self.budget_ms,
             "budget_violations": self.budget_violations,
             "fps": round(self.frames / self.wall_s, 2) if self.wall_s else 0.0,
+            "frames_skipped": self.frames_skipped,
             "reconnects": self.reconnects,
             "still_spooled": self.still_spooled,
         }
@@ -128,7 +131,7 @@ def run_replay(
     publisher.flush(timeout_s=flush_timeout_s)  # what an earlier run left spooled goes first
     source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
     tracker = ByteTracker(config.tracker, fps=source.fps / stride) if tracking else None
-    pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker)
+    pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
 
     bar = None
     if progress:
@@ -182,6 +185,8 @@ def run_replay(
         first_frame_objects=first_objects,
         reconnects=publisher.reconnects,
         still_spooled=still_spooled,
+        frames_skipped=source.frames_skipped,
+        source_error=source.last_error,
         spool_path=str(spool_path),
     )
 
@@ -204,6 +209,11 @@ def format_summary(summary: ReplaySummary) -> str:
             if k != "pipeline"
         ),
     ]
+    if summary.frames_skipped:
+        lines.append(
+            f"  WARNING: {summary.frames_skipped} frames failed to decode and were skipped"
+            + (f" ({summary.source_error})" if summary.source_error else "")
+        )
     if summary.reconnects:
         lines.append(
             f"  the bus dropped out {summary.reconnects} time(s); spooled messages re-sent"

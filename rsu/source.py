@@ -28,7 +28,23 @@ class Frame:
 
 
 class VideoFileSource:
-    def __init__(self, path: Path, stride: int = 1, max_frames: int | None = None) -> None:
+    """Every frame of a file (or every ``stride``-th).
+
+    A frame that fails to decode is skipped and counted (``frames_skipped``): past a damaged
+    stretch, decoding usually resumes, so the rest of the clip is not lost.  Reading stops at
+    the end of the file, or after ``max_consecutive_failures`` bad reads in a row.
+    """
+
+    connected = True  # a file does not disconnect; the attributes match LiveSource's
+    last_error: str | None = None
+
+    def __init__(
+        self,
+        path: Path,
+        stride: int = 1,
+        max_frames: int | None = None,
+        max_consecutive_failures: int = 50,
+    ) -> None:
         if stride < 1:
             raise SourceError(f"stride must be >= 1, got {stride}")
         if not path.is_file():
@@ -36,6 +52,8 @@ class VideoFileSource:
         self.path = path
         self.stride = stride
         self.max_frames = max_frames
+        self.max_consecutive_failures = max_consecutive_failures
+        self.frames_skipped = 0
         self._capture = cv2.VideoCapture(str(path))
         if not self._capture.isOpened():
             raise SourceError(f"cannot open video {path}: not a readable video file")
@@ -55,24 +73,40 @@ class VideoFileSource:
         return min(total, self.max_frames) if self.max_frames else total
 
     def __iter__(self) -> Iterator[Frame]:
-        index, emitted = 0, 0
+        index, emitted, failures = 0, 0, 0
         while self.max_frames is None or emitted < self.max_frames:
             if self._first is not None:
                 image, self._first = self._first, None
             else:
                 # grab() skips decoding-to-BGR cost for frames the stride drops.
                 if index % self.stride != 0:
-                    if not self._capture.grab():
+                    if not self._capture.grab() and self._at_end(index):
                         break
                     index += 1
                     continue
                 ok, image = self._capture.read()
                 if not ok or image is None:
-                    break
+                    if self._at_end(index):
+                        break
+                    failures += 1
+                    self.frames_skipped += 1
+                    if failures >= self.max_consecutive_failures:
+                        self.last_error = (
+                            f"{self.path.name}: {failures} frames in a row failed to decode "
+                            f"at frame {index}; giving up"
+                        )
+                        break
+                    index += 1
+                    continue
+                failures = 0
             if index % self.stride == 0:
                 yield Frame(index=index, image=image, offset_ms=index * 1000.0 / self.fps)
                 emitted += 1
             index += 1
+
+    def _at_end(self, index: int) -> bool:
+        """A failed read is the end of the file, not damage, once the frames are used up."""
+        return not self.frame_count or index >= self.frame_count
 
     def close(self) -> None:
         self._capture.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -150,3 +151,24 @@ def test_scene_without_a_subcommand_is_a_usage_error() -> None:
     out = run("rsu.cli", "scene")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "required: scene_command" in out.stderr or "choose from" in out.stderr
+
+
+def test_a_clip_damaged_in_the_middle_is_replayed_past_the_damage(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from common.datadir import resolve_asset
+
+    clip = tmp_path / "damaged.mp4"
+    data = bytearray(resolve_asset("video/intersection_beijing/intersection.mp4").read_bytes())
+    middle = len(data) // 2
+    # 20 kB of the middle of the file overwritten (fixed bytes: the same damage every run).
+    data[middle : middle + 20_000] = random.Random(0).randbytes(20_000)
+    clip.write_bytes(bytes(data))
+    out = run("rsu.cli", "replay", "--scene", SCENE, "--video", str(clip), "--json",
+              "--redis-url", redis_url, "--model", "models/yolov8n-coco-320.onnx")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = orjson.loads(out.stdout.strip().splitlines()[-1])
+    # The frames after the damage are replayed too: only the damaged ones are missing.
+    assert figures["frames_skipped"] >= 1
+    assert figures["frames"] + figures["frames_skipped"] == 252
+    assert figures["frames"] >= 240
