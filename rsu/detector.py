@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,11 @@ LETTERBOX_FILL = 114
 
 
 class DetectorConfig(StrictModel):
-    runtime: Literal["onnxruntime"] = Field("onnxruntime", description="detector runtime plugin")
+    runtime: Literal["onnxruntime", "ultralytics"] = Field(
+        "onnxruntime",
+        description="onnxruntime (.onnx; CPU, CUDA, TensorRT providers) or ultralytics "
+        "(.pt, or a TensorRT .engine built on this device; needs the models extra)",
+    )
     model: str = Field(
         "models/yolov8n-coco-320.onnx",
         description="model file; relative paths are looked up in the data directories",
@@ -151,15 +155,73 @@ def _model_class_ids(metadata: dict[str, str]) -> dict[str, int]:
     return {str(v): int(k) for k, v in parsed.items()}
 
 
-class OnnxDetector:
-    """``score_floor``: also decode boxes down to this score (a tracker's low band)."""
+class Detector:
+    """What every runtime shares: the classes kept, their thresholds and NMS groups.
+
+    ``score_floor``: also decode boxes down to this score (a tracker's low band).
+    """
+
+    imgsz: int
+
+    def __init__(self, config: DetectorConfig, score_floor: float | None) -> None:
+        self.config = config
+        self.class_names = np.array([c.value for c in config.classes], dtype=object)
+        group_of = {c: i for i, group in enumerate(config.nms_groups) for c in group}
+        self.nms_group = np.array(
+            [group_of.get(c, len(config.nms_groups) + k) for k, c in enumerate(config.classes)],
+            dtype=np.int64,
+        )
+        self.thresholds = np.array(
+            [config.class_confidence.get(c, config.confidence) for c in config.classes],
+            dtype=np.float32,
+        )
+        self._threshold_of = dict(zip(self.class_names.tolist(), self.thresholds, strict=True))
+        self.decode_thresholds = (
+            self.thresholds if score_floor is None else np.minimum(self.thresholds, score_floor)
+        )
+
+    def _check_classes(self, ids: dict[str, int], model_path: Path) -> None:
+        missing = [c.value for c in self.config.classes if c.value not in ids]
+        if missing:
+            raise ModelError(f"model {model_path.name} has no class {missing}")
+
+    def passes_confidence(self, detections: Detections) -> np.ndarray:
+        """Which detections reach their class's confidence (not only the decode floor)."""
+        if not len(detections):
+            return np.zeros(0, bool)
+        needed = np.array([self._threshold_of[c] for c in detections.class_name], np.float32)
+        return detections.confidence >= needed
+
+    def preprocess(self, image: np.ndarray) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def infer(self, blob: Any) -> Any:
+        raise NotImplementedError
+
+    def postprocess(self, output: Any, box: Any, shape: tuple[int, ...]) -> Detections:
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> Detections:
+        blob, box = self.preprocess(image)
+        return self.postprocess(self.infer(blob), box, image.shape)
+
+    def warmup(self) -> float:
+        """One inference on a blank frame; returns its ms.  With TensorRT, this is when the
+        engine is built (minutes on first start) or loaded from the engine cache."""
+        start = time.perf_counter()
+        self.detect(np.full((self.imgsz, self.imgsz, 3), LETTERBOX_FILL, np.uint8))
+        return (time.perf_counter() - start) * 1000.0
+
+
+class OnnxDetector(Detector):
+    """Ultralytics detection exports run by ONNX Runtime (CPU, CUDA or TensorRT providers)."""
 
     def __init__(
         self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
     ) -> None:
         import onnxruntime as ort
 
-        self.config = config
+        super().__init__(config, score_floor)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
@@ -180,35 +242,11 @@ class OnnxDetector:
             )
         output_shape = self.session.get_outputs()[0].shape
         ids = _model_class_ids(self.session.get_modelmeta().custom_metadata_map)
-        missing = [c.value for c in config.classes if c.value not in ids]
-        if missing:
-            raise ModelError(f"model {model_path.name} has no class {missing}")
+        self._check_classes(ids, model_path)
         if isinstance(output_shape[1], int) and output_shape[1] - 4 <= max(ids.values()):
             raise ModelError(f"unexpected output shape {output_shape} for a YOLO detection model")
-        self.class_names = np.array([c.value for c in config.classes], dtype=object)
-        group_of = {c: i for i, group in enumerate(config.nms_groups) for c in group}
-        self.nms_group = np.array(
-            [group_of.get(c, len(config.nms_groups) + k) for k, c in enumerate(config.classes)],
-            dtype=np.int64,
-        )
         self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
-        self.thresholds = np.array(
-            [config.class_confidence.get(c, config.confidence) for c in config.classes],
-            dtype=np.float32,
-        )
-        self._threshold_of = dict(zip(self.class_names.tolist(), self.thresholds, strict=True))
-        self.decode_thresholds = (
-            self.thresholds if score_floor is None else np.minimum(self.thresholds, score_floor)
-        )
         self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
-
-    def warmup(self) -> float:
-        """One inference on a blank frame; returns its ms.  With TensorRT, this is when the
-        engine is built (minutes on first start) or loaded from the engine cache."""
-        start = time.perf_counter()
-        blob, _ = self.preprocess(np.full((self.imgsz, self.imgsz, 3), LETTERBOX_FILL, np.uint8))
-        self.infer(blob)
-        return (time.perf_counter() - start) * 1000.0
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         box = letterbox(image, self.imgsz, self._canvas)
@@ -243,21 +281,71 @@ class OnnxDetector:
             class_name=self.class_names[best],
         )
 
-    def passes_confidence(self, detections: Detections) -> np.ndarray:
-        """Which detections reach their class's confidence (not only the decode floor)."""
-        if not len(detections):
-            return np.zeros(0, bool)
-        needed = np.array([self._threshold_of[c] for c in detections.class_name], np.float32)
-        return detections.confidence >= needed
 
-    def detect(self, image: np.ndarray) -> Detections:
-        blob, box = self.preprocess(image)
-        return self.postprocess(self.infer(blob), box, image.shape)
+class UltralyticsDetector(Detector):
+    """Ultralytics' own runtime: a .pt checkpoint, or a TensorRT .engine exported on this
+    device (``rsu export --format engine``).  Needs the ``models`` extra."""
+
+    def __init__(
+        self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    ) -> None:
+        super().__init__(config, score_floor)
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        try:
+            from ultralytics import YOLO
+        except ImportError:
+            raise ModelError(
+                "the ultralytics runtime needs the models extra: "
+                "pip install 'v2x-citybrain[models]'"
+            ) from None
+        try:
+            self.model = YOLO(str(model_path), task="detect")
+        except Exception as exc:  # Ultralytics raises many kinds
+            raise ModelError(f"cannot load {model_path}: {exc}") from None
+        ids = {str(name): int(i) for i, name in self.model.names.items()}
+        self._check_classes(ids, model_path)
+        self.imgsz = config.imgsz or 640
+        self._coco_ids = [ids[c.value] for c in config.classes]
+        self._row_of_id = {ids[c.value]: k for k, c in enumerate(config.classes)}
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, None]:
+        return image, None  # Ultralytics letterboxes inside predict()
+
+    def infer(self, blob: np.ndarray) -> Any:
+        return self.model.predict(
+            blob,
+            imgsz=self.imgsz,
+            conf=float(self.decode_thresholds.min()),
+            iou=self.config.iou,
+            classes=self._coco_ids,
+            max_det=self.config.max_detections,
+            verbose=False,
+        )[0]
+
+    def postprocess(self, output: Any, box: Any, shape: tuple[int, ...]) -> Detections:
+        boxes = output.boxes
+        if boxes is None or not len(boxes):
+            return Detections.empty()
+        xyxy = boxes.xyxy.cpu().numpy().astype(np.float32)
+        conf = boxes.conf.cpu().numpy().astype(np.float32)
+        rows = np.array([self._row_of_id[int(c)] for c in boxes.cls.cpu().numpy()], np.int64)
+        keep = conf >= self.decode_thresholds[rows]
+        xyxy, conf, rows = xyxy[keep], conf[keep], rows[keep]
+        # Ultralytics' NMS is per class; ours also merges the classes of one NMS group.
+        order = batched_nms(xyxy, conf, self.nms_group[rows], self.config.iou)
+        return Detections(
+            xyxy=xyxy[order], confidence=conf[order], class_name=self.class_names[rows[order]]
+        )
+
+
+RUNTIMES: dict[str, type[Detector]] = {
+    "onnxruntime": OnnxDetector,
+    "ultralytics": UltralyticsDetector,
+}
 
 
 def build_detector(
     config: DetectorConfig, model_path: Path, score_floor: float | None = None
-) -> OnnxDetector:
+) -> Detector:
     """Detector runtimes are plugins keyed by ``config.runtime``."""
-    runtimes = {"onnxruntime": OnnxDetector}
-    return runtimes[config.runtime](config, model_path, score_floor)
+    return RUNTIMES[config.runtime](config, model_path, score_floor)

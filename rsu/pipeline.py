@@ -23,7 +23,7 @@ from common.schemas import (
 from rsu.analytics import SceneAnalytics
 from rsu.config import RsuConfig
 from rsu.detections import Detections
-from rsu.detector import OnnxDetector
+from rsu.detector import Detector
 from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
 from rsu.source import Frame, LiveSource, VideoFileSource
@@ -72,7 +72,7 @@ class RsuPipeline:
     def __init__(
         self,
         config: RsuConfig,
-        detector: OnnxDetector,
+        detector: Detector,
         publisher: BusPublisher,
         scene: SceneConfig | None = None,
         run_id: str | None = None,
