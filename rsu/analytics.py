@@ -41,6 +41,7 @@ class SceneAnalytics:
         detections.lane_id = self.lanes.assign(feet)
         if self.projector is not None:
             detections.ground_xy = self.projector.to_ground(feet)
+            detections.geo = self.projector.to_geo(detections.ground_xy)
         motion = self.motion.update(detections, t_ms)
         detections.speed_mps, detections.heading_deg = motion.speed_mps, motion.heading_deg
         crossings = self.lines.update(detections, frame_size)

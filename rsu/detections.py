@@ -17,6 +17,7 @@ class Detections:
     track_id: np.ndarray | None = None  # (N,) int64, once tracked
     lane_id: list[str | None] = field(default_factory=list)
     ground_xy: np.ndarray | None = None  # (N, 2) float64 metres, once calibrated
+    geo: np.ndarray | None = None  # (N, 2) float64 lat, lon, once georeferenced
     speed_mps: np.ndarray | None = None  # (N,) float64, NaN where unknown
     heading_deg: np.ndarray | None = None  # (N,) float64, NaN where unknown
 
@@ -38,6 +39,7 @@ class Detections:
             track_id=self.track_id[index] if self.track_id is not None else None,
             lane_id=[self.lane_id[i] for i in index.tolist()] if self.lane_id else [],
             ground_xy=self.ground_xy[index] if self.ground_xy is not None else None,
+            geo=self.geo[index] if self.geo is not None else None,
             speed_mps=self.speed_mps[index] if self.speed_mps is not None else None,
             heading_deg=self.heading_deg[index] if self.heading_deg is not None else None,
         )
@@ -60,6 +62,7 @@ class Detections:
             track_id=joined("track_id"),
             lane_id=lanes if all(len(p.lane_id) == len(p) for p in parts) else [],
             ground_xy=joined("ground_xy"),
+            geo=joined("geo"),
             speed_mps=joined("speed_mps"),
             heading_deg=joined("heading_deg"),
         )

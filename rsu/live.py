@@ -71,9 +71,10 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
             if now - last_processed < min_gap:
                 continue  # over max_fps: this frame is dropped, a newer one will come
             last_processed = now
-            pipeline.process(frame, frame.captured_at_ms, frame.decode_ms)
+            message = pipeline.process(frame, frame.captured_at_ms, frame.decode_ms)
             total = pipeline.timer.total[-1]
-            metrics.observe_frame(pipeline.timer.last, total, total > config.budget_ms)
+            age = message.published_at_ms - frame.captured_at_ms
+            metrics.observe_frame(pipeline.timer.last, total, age, total > config.budget_ms)
         pipeline.finish(detail="stopped", frame_ms=1000.0 / rate)
         publisher.flush(timeout_s=5.0)
     finally:

@@ -29,6 +29,10 @@ class RsuMetrics:
             "rsu_frame_latency_seconds", "decoded frame to message published",
             buckets=_BUCKETS_S, registry=r,
         )  # fmt: skip
+        self.frame_age = Histogram(
+            "rsu_frame_age_seconds", "camera capture to message published (includes waiting)",
+            buckets=_BUCKETS_S, registry=r,
+        )  # fmt: skip
         self.frames = Counter("rsu_frames_processed", "frames processed", registry=r)
         self.over_budget = Counter(
             "rsu_budget_violations", "frames over the latency budget", registry=r
@@ -49,10 +53,13 @@ class RsuMetrics:
         server, _ = start_http_server(config.port, addr=config.host, registry=self.registry)
         return int(server.server_port)
 
-    def observe_frame(self, stages: dict[str, float], total_ms: float, over_budget: bool) -> None:
+    def observe_frame(
+        self, stages: dict[str, float], total_ms: float, age_ms: float, over_budget: bool
+    ) -> None:
         for name, ms in stages.items():
             self.stage.labels(name).observe(ms / 1000.0)
         self.frame.observe(total_ms / 1000.0)
+        self.frame_age.observe(max(age_ms, 0.0) / 1000.0)
         self.frames.inc()
         if over_budget:
             self.over_budget.inc()

@@ -13,6 +13,7 @@ import numpy as np
 
 from common.schemas import (
     FrameObjects,
+    GeoPosition,
     GroundPosition,
     LaneAggregates,
     LatencySummary,
@@ -51,6 +52,7 @@ def to_objects(detections: Detections) -> list[PerceivedObject]:
     )
     tracks = detections.track_id.tolist() if detections.track_id is not None else None
     lanes = detections.lane_id or [None] * len(detections)
+    geo = np.round(detections.geo, 7).tolist() if detections.geo is not None else None
     speeds = _optional(detections.speed_mps, 2, len(detections))
     headings = _optional(detections.heading_deg, 1, len(detections))
     return [
@@ -60,6 +62,7 @@ def to_objects(detections: Detections) -> list[PerceivedObject]:
             confidence=confidences[i],
             bbox=tuple(boxes[i]),
             ground=GroundPosition(x=ground[i][0], y=ground[i][1]) if ground else None,
+            geo=GeoPosition(lat=geo[i][0], lon=geo[i][1]) if geo else None,
             speed_mps=speeds[i],
             heading_deg=headings[i] % 360.0 if headings[i] is not None else None,
             lane_id=lanes[i],

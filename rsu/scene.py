@@ -20,12 +20,21 @@ from common.config import StrictModel
 from rsu.detector import DetectorConfig
 
 Point2 = tuple[float, float]
+EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
+
+
+class GeoOrigin(StrictModel):
+    lat: float = Field(ge=-90, le=90, description="WGS84 latitude of the ground origin")
+    lon: float = Field(ge=-180, le=180, description="WGS84 longitude of the ground origin")
 
 
 class Calibration(StrictModel):
     image_points: list[Point2] = Field(min_length=4, description="pixel x, y of reference points")
     ground_points: list[Point2] = Field(min_length=4, description="metres x, y of the same points")
     note: str | None = Field(None, description="how the ground distances were estimated")
+    origin: GeoOrigin | None = Field(
+        None, description="where ground (0, 0) is on Earth; ground x must point east, y north"
+    )
 
     @model_validator(mode="after")
     def _same_length(self) -> Calibration:
@@ -129,6 +138,20 @@ class GroundProjector:
                 "(are three or more of them on one line?)"
             )
         self.matrix = matrix
+        self.origin = calibration.origin
+
+    def to_geo(self, ground_xy: np.ndarray) -> np.ndarray | None:
+        """(lat, lon) of ground points; None when the scene is not georeferenced.
+
+        Local tangent plane (equirectangular) around the origin: over a camera's few hundred
+        metres its error is far below a centimetre.
+        """
+        if self.origin is None:
+            return None
+        lat0 = np.radians(self.origin.lat)
+        lat = self.origin.lat + np.degrees(ground_xy[:, 1] / EARTH_RADIUS_M)
+        lon = self.origin.lon + np.degrees(ground_xy[:, 0] / (EARTH_RADIUS_M * np.cos(lat0)))
+        return np.stack((lat, lon), axis=1)
 
     def to_ground(self, image_xy: np.ndarray) -> np.ndarray:
         if image_xy.shape[0] == 0:

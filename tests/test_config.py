@@ -136,3 +136,24 @@ def test_the_jetson_example_config_is_valid() -> None:
     config = load_config(RsuConfig, ROOT / "deploy/jetson/rsu.example.yaml")
     assert config.source is not None and config.source.uri.startswith("gst:")
     assert config.detector.providers == ["tensorrt", "cuda", "cpu"]
+
+
+def test_georeferenced_ground_points_map_to_lat_lon() -> None:
+    import numpy as np
+
+    scene = SceneConfig.model_validate(
+        {
+            "name": "s",
+            "calibration": {
+                "image_points": [[100, 400], [500, 400], [450, 100], [150, 100]],
+                "ground_points": [[0, 0], [7, 0], [7, 30], [0, 30]],
+                "origin": {"lat": 39.9042, "lon": 116.4074},
+            },
+        }
+    )
+    projector = GroundProjector(scene.calibration)  # type: ignore[arg-type]
+    geo = projector.to_geo(np.array([[0.0, 0.0], [0.0, 111.195], [100.0, 0.0]]))
+    assert np.allclose(geo[0], [39.9042, 116.4074])
+    assert np.allclose(geo[1], [39.9052, 116.4074], atol=1e-6)  # 1/1000 deg north = 111.195 m
+    # 100 m east at 39.9 deg north: 100 / (6371008.8 * cos(39.9042 deg)) rad
+    assert abs(geo[2][1] - 116.4074 - 0.00117234) < 1e-7

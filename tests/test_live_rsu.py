@@ -80,6 +80,7 @@ health_interval_s: 0.5
         assert samples[("rsu_frames_processed_total", ())] >= 10
         assert samples[("rsu_stage_latency_seconds_count", (("stage", "inference"),))] >= 10
         assert samples[("rsu_source_connected", ())] == 1.0
+        assert samples[("rsu_frame_age_seconds_count", ())] >= 10
 
         camera.stop()  # the camera drops off the network
 
