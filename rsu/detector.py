@@ -163,8 +163,9 @@ class Detector:
 
     imgsz: int
 
-    def __init__(self, config: DetectorConfig, score_floor: float | None) -> None:
+    def __init__(self, config: DetectorConfig, model_path: Path, score_floor: float | None) -> None:
         self.config = config
+        self.model_path = model_path
         self.class_names = np.array([c.value for c in config.classes], dtype=object)
         group_of = {c: i for i, group in enumerate(config.nms_groups) for c in group}
         self.nms_group = np.array(
@@ -221,7 +222,7 @@ class OnnxDetector(Detector):
     ) -> None:
         import onnxruntime as ort
 
-        super().__init__(config, score_floor)
+        super().__init__(config, model_path, score_floor)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
@@ -289,7 +290,7 @@ class UltralyticsDetector(Detector):
     def __init__(
         self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
     ) -> None:
-        super().__init__(config, score_floor)
+        super().__init__(config, model_path, score_floor)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         try:
             from ultralytics import YOLO

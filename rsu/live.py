@@ -11,19 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 from common.config import ConfigError
-from common.datadir import resolve_asset
+from rsu.components import detector_for, publisher_for, tracker_for
 from rsu.config import RsuConfig
-from rsu.detector import build_detector
 from rsu.metrics import RsuMetrics
 from rsu.pipeline import RsuPipeline
 from rsu.publisher import BusPublisher
 from rsu.replay import load_scene
 from rsu.source import LiveSource
-from rsu.spool import Spool, default_spool_path
-from rsu.tracker import ByteTracker
 
 log = logging.getLogger("rsu.live")
 NOMINAL_FPS = 25.0  # until the camera says otherwise: sizes the tracker's lost buffer
@@ -33,26 +29,16 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
     if config.source is None:
         raise ConfigError("rsu run needs a `source` in the config (the camera to read)")
     scene = load_scene(config.scene) if config.scene else None
-    model = resolve_asset(config.detector.model, config.data_dir)
-    tracking = config.tracker.enabled
-    detector = build_detector(
-        config.detector, model, config.tracker.low_threshold if tracking else None
-    )
-    spool_path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
-    publisher = BusPublisher(
-        config.bus,
-        Spool(Path(spool_path).expanduser(), config.spool.max_messages),
-        retry_initial_s=config.spool.retry_initial_s,
-        retry_max_s=config.spool.retry_max_s,
-    )
-    log.info("model %s warmed up in %.0f ms", model.name, detector.warmup())
+    detector = detector_for(config)
+    publisher = publisher_for(config)
+    log.info("model %s warmed up in %.0f ms", config.detector.model, detector.warmup())
     metrics = RsuMetrics()
     port = metrics.serve(config.metrics)
     if port is not None:
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
     source = LiveSource(config.source)
     rate = config.max_fps or NOMINAL_FPS
-    tracker = ByteTracker(config.tracker, fps=rate) if tracking else None
+    tracker = tracker_for(config, rate)
     pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
     min_gap = 1.0 / config.max_fps if config.max_fps else 0.0
     last_processed = 0.0

@@ -14,14 +14,11 @@ from typing import Any
 
 from common.config import ConfigError, deep_merge, load_config, read_yaml, validate_config
 from common.datadir import resolve_asset
+from rsu.components import detector_for, publisher_for, spool_path_for, tracker_for
 from rsu.config import RsuConfig
-from rsu.detector import build_detector
 from rsu.pipeline import RsuPipeline, now_ms
-from rsu.publisher import BusPublisher
 from rsu.scene import SceneConfig
 from rsu.source import VideoFileSource
-from rsu.spool import Spool, default_spool_path
-from rsu.tracker import ByteTracker
 
 
 @dataclass
@@ -116,21 +113,12 @@ def run_replay(
     if not clip:
         raise ConfigError(f"scene {scene_path} names no video; pass --video")
     video_path = resolve_asset(clip, config.data_dir)
-    model_path = resolve_asset(config.detector.model, config.data_dir)
-    tracking = config.tracker.enabled
-    floor = config.tracker.low_threshold if tracking else None
-    detector = build_detector(config.detector, model_path, score_floor=floor)
-    spool_path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
-    publisher = BusPublisher(
-        config.bus,
-        Spool(Path(spool_path).expanduser(), config.spool.max_messages),
-        retry_initial_s=config.spool.retry_initial_s,
-        retry_max_s=config.spool.retry_max_s,
-    )
+    detector = detector_for(config)
+    publisher = publisher_for(config)
     publisher.check()
     publisher.flush(timeout_s=flush_timeout_s)  # what an earlier run left spooled goes first
     source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
-    tracker = ByteTracker(config.tracker, fps=source.fps / stride) if tracking else None
+    tracker = tracker_for(config, source.fps / stride)
     pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
 
     bar = None
@@ -173,7 +161,7 @@ def run_replay(
         camera_id=config.camera_id,
         run_id=pipeline.run_id,
         video=str(video_path),
-        model=str(model_path),
+        model=str(detector.model_path),
         imgsz=detector.imgsz,
         frames=pipeline.frames,
         messages=publisher.published,
@@ -187,7 +175,7 @@ def run_replay(
         still_spooled=still_spooled,
         frames_skipped=source.frames_skipped,
         source_error=source.last_error,
-        spool_path=str(spool_path),
+        spool_path=str(spool_path_for(config)),
     )
 
 

@@ -1,0 +1,38 @@
+"""An RSU's parts built from its config: one place for the live RSU and for replays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.datadir import resolve_asset
+from rsu.config import RsuConfig
+from rsu.detector import Detector, build_detector
+from rsu.publisher import BusPublisher
+from rsu.spool import Spool, default_spool_path
+from rsu.tracker import ByteTracker
+
+
+def detector_for(config: RsuConfig) -> Detector:
+    """The configured runtime; with tracking on, it also decodes the tracker's low band."""
+    model = resolve_asset(config.detector.model, config.data_dir)
+    floor = config.tracker.low_threshold if config.tracker.enabled else None
+    return build_detector(config.detector, model, score_floor=floor)
+
+
+def spool_path_for(config: RsuConfig) -> Path:
+    path = config.spool.path or default_spool_path(config.rsu_id, config.camera_id)
+    return Path(path).expanduser()
+
+
+def publisher_for(config: RsuConfig) -> BusPublisher:
+    """The bus publisher, spooling to disk while the bus is down."""
+    return BusPublisher(
+        config.bus,
+        Spool(spool_path_for(config), config.spool.max_messages),
+        retry_initial_s=config.spool.retry_initial_s,
+        retry_max_s=config.spool.retry_max_s,
+    )
+
+
+def tracker_for(config: RsuConfig, fps: float) -> ByteTracker | None:
+    return ByteTracker(config.tracker, fps=fps) if config.tracker.enabled else None
