@@ -133,7 +133,8 @@ def quantize_int8(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32_model), str(prepared))
+    # Static input shapes: ONNX shape inference suffices (symbolic inference needs sympy).
+    quant_pre_process(str(fp32_model), str(prepared), skip_symbolic_shape=True)
     excluded = head_nodes(prepared)
     if keep_float:
         import onnx
