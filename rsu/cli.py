@@ -112,6 +112,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rsu.detector import DetectorConfig, ModelError
+    from rsu.groundtruth import GroundTruthError
+    from rsu.model_eval import evaluate_model
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    try:
+        config = DetectorConfig(model=args.model, imgsz=args.imgsz)
+        figures = evaluate_model(
+            Path(args.images), Path(args.gt), args.format, classes, config, args.data_dir
+        )
+    except (GroundTruthError, AssetNotFoundError, ModelError, ValueError) as exc:
+        print(f"rsu eval: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"{figures['model']} at imgsz {figures['imgsz']} on {figures['images']} images, "
+              f"{figures['ms_per_image']} ms per image")  # fmt: skip
+        print(f"  {'class':<12}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'boxes':>7}")
+        for name, c in figures["classes"].items():
+            print(f"  {name:<12}{c['ap50']:>8.3f}{c['ap50_95']:>9.3f}{c['precision']:>7.3f}"
+                  f"{c['recall']:>7.3f}{c['gt']:>7}")  # fmt: skip
+    sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -169,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)
+
+    evaluate = sub.add_parser("eval", help="detection accuracy against annotated images")
+    evaluate.add_argument("--images", required=True, help="directory of the annotated images")
+    evaluate.add_argument("--gt", required=True, help="ground-truth file")
+    evaluate.add_argument("--format", choices=["coco"], default="coco")
+    evaluate.add_argument(
+        "--classes", default="vehicle",
+        help="comma-separated classes; 'vehicle' merges car, motorcycle, bus and truck",
+    )  # fmt: skip
+    evaluate.add_argument("--model", default="models/yolov8n-coco-640.onnx")
+    evaluate.add_argument("--imgsz", type=int, help="input size (default: the model's)")
+    evaluate.add_argument("--data-dir", dest="data_dir", help="extra directory for models")
+    evaluate.add_argument("--json", action="store_true", help="only the JSON line")
+    evaluate.set_defaults(func=_eval)
 
     run = sub.add_parser("run", help="run a live camera RSU until stopped")
     run.add_argument("--config", required=True, help="RSU config YAML with a `source`")
