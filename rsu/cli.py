@@ -123,8 +123,9 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         config = DetectorConfig(model=args.model, imgsz=args.imgsz)
         figures = evaluate_model(
-            Path(args.images), Path(args.gt), args.format, classes, config, args.data_dir
-        )
+            Path(args.images), Path(args.gt), args.format, classes, config, args.data_dir,
+            args.stride,
+        )  # fmt: skip
     except (GroundTruthError, AssetNotFoundError, ModelError, ValueError) as exc:
         print(f"rsu eval: error: {exc}", file=sys.stderr)
         return 2
@@ -198,9 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
 
     evaluate = sub.add_parser("eval", help="detection accuracy against annotated images")
-    evaluate.add_argument("--images", required=True, help="directory of the annotated images")
-    evaluate.add_argument("--gt", required=True, help="ground-truth file")
-    evaluate.add_argument("--format", choices=["coco"], default="coco")
+    evaluate.add_argument(
+        "--images", required=True, help="directory of the annotated images, or a video"
+    )
+    evaluate.add_argument("--gt", required=True, help="ground-truth file (masks: a folder)")
+    evaluate.add_argument(
+        "--format", choices=["coco", "masks"], default="coco",
+        help="coco: COCO JSON; masks: CDnet gtNNNNNN.png (ROI.bmp, temporalROI.txt beside)",
+    )  # fmt: skip
+    evaluate.add_argument("--stride", type=int, default=1, help="masks: every N-th frame")
     evaluate.add_argument(
         "--classes", default="vehicle",
         help="comma-separated classes; 'vehicle' merges car, motorcycle, bus and truck",

@@ -33,7 +33,8 @@ def class_mapper(classes: list[str]) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for name in classes:
         if name == VEHICLE:
-            mapping.update({v: VEHICLE for v in _VEHICLES})
+            # Ground truth may say only "vehicle" (masks): it maps to itself.
+            mapping.update({v: VEHICLE for v in (*_VEHICLES, VEHICLE)})
         else:
             mapping[name] = name
     return mapping

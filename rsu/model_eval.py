@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,51 @@ from common.datadir import resolve_asset
 from rsu.detections import Detections
 from rsu.detector import DetectorConfig, build_detector
 from rsu.evaluation import class_mapper, coco_ap, precision_recall
-from rsu.groundtruth import GroundTruth, GroundTruthError, load_coco
+from rsu.groundtruth import GroundTruth, GroundTruthError, load_cdnet_masks, load_coco
 
-LOADERS = {"coco": load_coco}
+FORMATS = ("coco", "masks")
 AP_MIN_SCORE = 0.001  # COCO evaluation ranks all detections; the operating point is separate
+
+
+def load_truth(fmt: str, gt_path: Path, stride: int) -> GroundTruth:
+    if fmt == "coco":
+        return load_coco(gt_path)
+    if fmt == "masks":  # CDnet layout: ROI.bmp and temporalROI.txt beside the mask folder
+        roi, temporal = gt_path.parent / "ROI.bmp", gt_path.parent / "temporalROI.txt"
+        return load_cdnet_masks(
+            gt_path, roi if roi.exists() else None, temporal if temporal.exists() else None,
+            stride=stride,
+        )  # fmt: skip
+    raise GroundTruthError(f"format {fmt!r} is not supported yet (have: {', '.join(FORMATS)})")
+
+
+def frames_of(images: Path, truth: GroundTruth, gt_path: Path) -> Iterator[tuple[int, Any]]:
+    """(image id, BGR frame) for every annotated image, from a folder or from a video."""
+    if images.is_file():
+        wanted = {i.frame_index: i.id for i in truth.images if i.frame_index is not None}
+        if not wanted:
+            raise GroundTruthError(f"{gt_path.name} names files, not frames of a video")
+        capture = cv2.VideoCapture(str(images))
+        if not capture.isOpened():
+            raise GroundTruthError(f"cannot open video {images}")
+        index = 0
+        while wanted and index <= max(wanted):
+            if index in wanted:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                yield wanted.pop(index), frame
+            elif not capture.grab():
+                break
+            index += 1
+        capture.release()
+        return  # frames the video lacks are left out of scoring (see evaluate_model)
+    for image in truth.images:
+        path = images / image.file_name
+        frame = cv2.imread(str(path))
+        if frame is None:
+            raise GroundTruthError(f"image {path} (named in {gt_path.name}) cannot be read")
+        yield image.id, frame
 
 
 def evaluate_model(
@@ -25,10 +67,9 @@ def evaluate_model(
     classes: list[str],
     detector_config: DetectorConfig,
     data_dir: str | None = None,
+    stride: int = 1,
 ) -> dict[str, Any]:
-    if fmt not in LOADERS:
-        raise GroundTruthError(f"format {fmt!r} is not supported yet (have: {sorted(LOADERS)})")
-    truth: GroundTruth = LOADERS[fmt](gt_path)
+    truth = load_truth(fmt, gt_path, stride)
     model = resolve_asset(detector_config.model, data_dir)
     operating = build_detector(detector_config, model)
     # AP ranks detections down to a very low score; precision/recall and the time per
@@ -37,16 +78,18 @@ def evaluate_model(
     ranked = build_detector(low, model)
     predictions: dict[int, Detections] = {}
     times = []
-    for image in truth.images:
-        path = images / image.file_name
-        frame = cv2.imread(str(path))
-        if frame is None:
-            raise GroundTruthError(f"image {path} (named in {gt_path.name}) cannot be read")
-        predictions[image.id] = ranked.detect(frame)
+    for image_id, frame in frames_of(images, truth, gt_path):
+        predictions[image_id] = ranked.detect(frame)
         start = time.perf_counter()
         operating.detect(frame)
         times.append((time.perf_counter() - start) * 1000)
 
+    # A video shorter than its annotation (a container one frame short, say): those frames
+    # are not scored, rather than scored as all missed, and the output says how many.
+    unread = [i for i in truth.images if i.id not in predictions]
+    if len(unread) == len(truth.images):
+        raise GroundTruthError(f"no annotated frame could be read from {images}")
+    truth.images = [i for i in truth.images if i.id in predictions]
     asked = class_mapper(classes)
     overall = coco_ap(truth, predictions, asked)["all"]
     members = sorted(asked)  # each of our classes the asked ones cover, scored on its own
@@ -56,6 +99,8 @@ def evaluate_model(
         label = next(iter(set(mapping.values())))
         ap = coco_ap(truth, predictions, mapping)[label]
         pr = precision_recall(truth, predictions, mapping, detector_config.confidence)[label]
+        if not pr["gt"]:
+            continue  # the ground truth has none of this class: nothing to score
         per_class[label] = {
             "ap50": round(ap["ap50"], 4),
             "ap50_95": round(ap["ap50_95"], 4),
@@ -74,4 +119,5 @@ def evaluate_model(
         "operating_confidence": detector_config.confidence,
         "ms_per_image": round(sorted(times)[len(times) // 2], 2) if times else None,
         "gt_dropped_categories": dict(truth.dropped),
+        "annotated_frames_not_in_video": len(unread),
     }

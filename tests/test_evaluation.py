@@ -76,3 +76,39 @@ def test_precision_recall_at_the_operating_threshold_with_a_crowd_region() -> No
 def test_no_detections_at_all() -> None:
     ap = coco_ap(truth(GtBox(A, "car")), {}, CARS)
     assert ap["car"]["ap50"] == 0.0
+
+
+def test_cdnet_masks_become_one_box_per_moving_component(tmp_path) -> None:
+    import cv2
+
+    from rsu.groundtruth import load_cdnet_masks
+
+    masks = tmp_path / "gt_masks"
+    masks.mkdir()
+    for number in range(1, 7):
+        mask = np.zeros((60, 80), np.uint8)
+        mask[10:20, 10:30] = 255  # a vehicle
+        mask[9, 10:30] = 170  # its unknown border: not vehicle
+        mask[40:50, 50:70] = 255  # another, overlapping the ROI's edge
+        mask[30:32, 5:7] = 255  # 4 px of mask noise
+        mask[55:58, 0:20] = 50  # shadow: not vehicle
+        cv2.imwrite(str(masks / f"gt{number:06d}.png"), mask)
+    roi = np.full((60, 80), 255, np.uint8)
+    roi[:, 60:] = 0  # the right part is outside the ROI
+    cv2.imwrite(str(tmp_path / "ROI.bmp"), roi)
+    (tmp_path / "temporalROI.txt").write_text("3 5\n")
+    truth = load_cdnet_masks(masks, tmp_path / "ROI.bmp", tmp_path / "temporalROI.txt")
+    assert [i.id for i in truth.images] == [3, 4, 5]  # only the scored frames
+    assert [i.frame_index for i in truth.images] == [2, 3, 4]  # gt000003 is video frame 2
+    boxes = truth.boxes[4]
+    assert [b.xyxy for b in boxes] == [(10.0, 10.0, 30.0, 20.0), (50.0, 40.0, 60.0, 50.0)]
+    assert all(b.category == "vehicle" for b in boxes)
+    assert truth.dropped["mask noise"] == 3  # once per scored frame
+    every_other = load_cdnet_masks(masks, None, tmp_path / "temporalROI.txt", stride=2)
+    assert [i.id for i in every_other.images] == [3, 5]
+
+
+def test_vehicle_ground_truth_without_a_kind_scores_all_vehicle_detections() -> None:
+    gt = truth(GtBox(A, "vehicle"), GtBox(B, "vehicle"))
+    dt = found((A, 0.9, "car"), (B, 0.8, "truck"))
+    assert coco_ap(gt, dt, class_mapper(["vehicle"]))["vehicle"]["ap50"] == pytest.approx(1.0)
