@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--gt", required=True, help="ground-truth file (masks: a folder)")
     evaluate.add_argument(
-        "--format", choices=["coco", "masks"], default="coco",
-        help="coco: COCO JSON; masks: CDnet gtNNNNNN.png (ROI.bmp, temporalROI.txt beside)",
+        "--format", choices=["coco", "mot", "detrac", "masks"], default="coco",
+        help="coco: COCO JSON; mot: MOT gt.txt; detrac: UA-DETRAC XML; "
+        "masks: CDnet gtNNNNNN.png (ROI.bmp, temporalROI.txt beside)",
     )  # fmt: skip
     evaluate.add_argument("--stride", type=int, default=1, help="masks: every N-th frame")
     evaluate.add_argument(

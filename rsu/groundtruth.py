@@ -159,3 +159,94 @@ def load_cdnet_masks(
             boxes.append(GtBox((float(x), float(y), float(x + w), float(y + h)), VEHICLE))
         truth.boxes[number] = boxes
     return truth
+
+
+# MOT17 class ids: 1 pedestrian, 2 person on vehicle, 3 car, 4 bicycle, 5 motorbike,
+# 6 non-motorized vehicle, 7 static person, 8 distractor, 9-11 occluders, 12 reflection.
+MOT_CLASSES = {1: "person", 2: "person", 3: "car", 4: "bicycle", 5: "motorcycle", 7: "person"}
+MOT_IGNORED = {6, 8, 9, 10, 11, 12}  # not our road users, and not errors either
+
+
+def load_mot(path: Path, default_class: str = "car") -> GroundTruth:
+    """MOT-style ``gt.txt``: ``frame, id, left, top, width, height[, conf, class, visibility]``.
+
+    Rows with ``conf`` 0, or of a class marked ignored in MOT17, are ignore regions (crowd):
+    a detection there is neither a hit nor a false alarm.  Files without a class column
+    (6 or 7 columns) describe one class, ``default_class``.  Frame N is video frame N - 1,
+    image ``{N:06d}.jpg`` of a folder.
+    """
+    if our_class(default_class) is None:
+        raise GroundTruthError(
+            f"default class {default_class!r} is not one of {sorted(OUR_CLASSES)}"
+        )
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise GroundTruthError(f"cannot read {path}: {exc.strerror}") from None
+    truth = GroundTruth(images=[], boxes={})
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        try:
+            frame, x, y, w, h = int(fields[0]), *(float(v) for v in fields[2:6])
+            conf = float(fields[6]) if len(fields) > 6 else 1.0
+            mot_class = int(float(fields[7])) if len(fields) > 7 else None
+        except (ValueError, IndexError):
+            raise GroundTruthError(f"{path}:{number}: not a MOT row: {line!r:.120}") from None
+        if frame not in truth.boxes:
+            truth.boxes[frame] = []
+            truth.images.append(GtImage(frame, f"{frame:06d}.jpg", 0, 0, frame_index=frame - 1))
+        if mot_class is None:
+            category: str | None = our_class(default_class)
+        else:
+            category = MOT_CLASSES.get(mot_class)
+        box = (x, y, x + w, y + h)
+        if conf == 0 or mot_class in MOT_IGNORED:
+            truth.boxes[frame].append(GtBox(box, category or default_class, crowd=True))
+        elif category is None:
+            truth.dropped[f"mot class {mot_class}"] += 1
+        else:
+            truth.boxes[frame].append(GtBox(box, category))
+    truth.images.sort(key=lambda i: i.id)
+    return truth
+
+
+DETRAC_TYPES = {"car": "car", "van": "car", "bus": "bus", "others": "truck"}
+
+
+def load_detrac(path: Path) -> GroundTruth:
+    """UA-DETRAC XML: ``<frame num>`` targets with ``vehicle_type`` (car, van, bus, others).
+
+    Van counts as car and "others" (trucks, tankers) as truck.  The sequence's
+    ``<ignored_region>`` boxes are ignore regions in every frame.  Frame N is image
+    ``img{N:05d}.jpg``, video frame N - 1.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError) as exc:
+        raise GroundTruthError(f"cannot read DETRAC XML {path}: {exc}") from None
+
+    def box_of(element: ElementTree.Element) -> tuple[float, float, float, float]:
+        x, y = float(element.get("left", 0)), float(element.get("top", 0))
+        return (x, y, x + float(element.get("width", 0)), y + float(element.get("height", 0)))
+
+    ignored = [GtBox(box_of(b), "car", crowd=True) for b in root.iterfind("ignored_region/box")]
+    truth = GroundTruth(images=[], boxes={})
+    for frame in root.iterfind("frame"):
+        number = int(frame.get("num", "0"))
+        truth.images.append(GtImage(number, f"img{number:05d}.jpg", 0, 0, frame_index=number - 1))
+        boxes = list(ignored)
+        for target in frame.iterfind("target_list/target"):
+            box, attribute = target.find("box"), target.find("attribute")
+            kind = (attribute.get("vehicle_type", "") if attribute is not None else "").lower()
+            if box is None or kind not in DETRAC_TYPES:
+                truth.dropped[kind or "untyped"] += 1
+                continue
+            boxes.append(GtBox(box_of(box), DETRAC_TYPES[kind]))
+        truth.boxes[number] = boxes
+    if not truth.images:
+        raise GroundTruthError(f"{path} has no <frame> elements: not DETRAC XML")
+    return truth

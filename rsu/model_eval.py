@@ -13,15 +13,26 @@ from common.datadir import resolve_asset
 from rsu.detections import Detections
 from rsu.detector import DetectorConfig, build_detector
 from rsu.evaluation import class_mapper, coco_ap, precision_recall
-from rsu.groundtruth import GroundTruth, GroundTruthError, load_cdnet_masks, load_coco
+from rsu.groundtruth import (
+    GroundTruth,
+    GroundTruthError,
+    load_cdnet_masks,
+    load_coco,
+    load_detrac,
+    load_mot,
+)
 
-FORMATS = ("coco", "masks")
+FORMATS = ("coco", "mot", "detrac", "masks")
 AP_MIN_SCORE = 0.001  # COCO evaluation ranks all detections; the operating point is separate
 
 
 def load_truth(fmt: str, gt_path: Path, stride: int) -> GroundTruth:
     if fmt == "coco":
         return load_coco(gt_path)
+    if fmt == "mot":
+        return load_mot(gt_path)
+    if fmt == "detrac":
+        return load_detrac(gt_path)
     if fmt == "masks":  # CDnet layout: ROI.bmp and temporalROI.txt beside the mask folder
         roi, temporal = gt_path.parent / "ROI.bmp", gt_path.parent / "temporalROI.txt"
         return load_cdnet_masks(
