@@ -14,6 +14,9 @@ from common.datadir import AssetNotFoundError
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rsu.annotate import AnnotationError
     from rsu.detector import ModelError
     from rsu.publisher import PublishError
     from rsu.replay import format_summary, run_replay
@@ -43,8 +46,11 @@ def _replay(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
             stride=args.stride,
             progress=not args.no_progress and not args.json,
+            annotate=Path(args.annotate) if args.annotate else None,
         )
-    except (ConfigError, AssetNotFoundError, SourceError, ModelError, PublishError) as exc:
+    except (
+        ConfigError, AssetNotFoundError, SourceError, ModelError, PublishError, AnnotationError
+    ) as exc:  # fmt: skip
         print(f"rsu replay: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -194,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--data-dir", dest="data_dir", help="extra directory for models/videos")
     replay.add_argument("--max-frames", type=int, help="stop after this many frames")
     replay.add_argument("--stride", type=int, default=1, help="process every N-th frame")
+    replay.add_argument("--annotate", help="also write an annotated mp4 here")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)

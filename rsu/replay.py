@@ -14,6 +14,7 @@ from typing import Any
 
 from common.config import ConfigError, deep_merge, load_config, read_yaml, validate_config
 from common.datadir import resolve_asset
+from rsu.annotate import Annotator
 from rsu.components import detector_for, publisher_for, spool_path_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.pipeline import RsuPipeline, now_ms
@@ -106,6 +107,7 @@ def run_replay(
     stride: int = 1,
     progress: bool = True,
     flush_timeout_s: float = 30.0,
+    annotate: Path | None = None,
 ) -> ReplaySummary:
     scene = load_scene(scene_path)
     config = replay_config(scene, config_path, overrides or {})
@@ -120,6 +122,11 @@ def run_replay(
     source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
     tracker = tracker_for(config, source.fps / stride)
     pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
+    annotator = (
+        Annotator(annotate, source.fps / stride, (source.width, source.height), scene)
+        if annotate
+        else None
+    )
 
     bar = None
     if progress:
@@ -143,6 +150,8 @@ def run_replay(
                 if delay > 0:
                     time.sleep(delay)
             message = pipeline.process(frame, start_ms + int(frame.offset_ms), decode_ms)
+            if annotator is not None:
+                annotator.draw(frame.image, message, pipeline.analytics.lines.totals)
             if message.seq == 0:
                 first_objects = len(message.objects)
             if bar is not None:
@@ -153,6 +162,8 @@ def run_replay(
     finally:
         if bar is not None:
             bar.close()
+        if annotator is not None:
+            annotator.close()
         source.close()
         publisher.close()
     return ReplaySummary(

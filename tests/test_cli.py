@@ -172,3 +172,27 @@ def test_a_clip_damaged_in_the_middle_is_replayed_past_the_damage(
     assert figures["frames_skipped"] >= 1
     assert figures["frames"] + figures["frames_skipped"] == 252
     assert figures["frames"] >= 240
+
+
+def test_replay_writes_an_annotated_video(tmp_path: Path, redis_url: str) -> None:
+    import cv2
+
+    video = tmp_path / "annotated.mp4"
+    out = run("rsu.cli", "replay", "--scene", SCENE, "--max-frames", "20", "--no-progress",
+              "--annotate", str(video), "--redis-url", redis_url,
+              "--model", "models/yolov8n-coco-320.onnx")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    capture = cv2.VideoCapture(str(video))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    ok, first = capture.read()
+    assert ok and first.shape == (540, 960, 3)
+    # The stop line is drawn in red where the road is grey.
+    b, g, r = (int(v) for v in first[378, 370])
+    assert r > 150 and g < 100 and b < 100
+
+
+def test_an_unwritable_annotation_path_is_a_clear_error(redis_url: str) -> None:
+    out = run("rsu.cli", "replay", "--scene", SCENE, "--max-frames", "2", "--no-progress",
+              "--annotate", "/proc/nope/out.mp4", "--redis-url", redis_url)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "/proc/nope" in out.stderr
