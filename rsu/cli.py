@@ -47,6 +47,7 @@ def _replay(args: argparse.Namespace) -> int:
             stride=args.stride,
             progress=not args.no_progress and not args.json,
             annotate=Path(args.annotate) if args.annotate else None,
+            report=Path(args.report) if args.report else None,
         )
     except (
         ConfigError, AssetNotFoundError, SourceError, ModelError, PublishError, AnnotationError
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--max-frames", type=int, help="stop after this many frames")
     replay.add_argument("--stride", type=int, default=1, help="process every N-th frame")
     replay.add_argument("--annotate", help="also write an annotated mp4 here")
+    replay.add_argument("--report", help="also write an HTML report (counts over time) here")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     replay.set_defaults(func=_replay)

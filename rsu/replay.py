@@ -8,6 +8,7 @@ rate; otherwise frames are processed as fast as the detector allows.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rsu.annotate import Annotator
 from rsu.components import detector_for, publisher_for, spool_path_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.pipeline import RsuPipeline, now_ms
+from rsu.report import write_report
 from rsu.scene import SceneConfig
 from rsu.source import VideoFileSource
 
@@ -108,6 +110,7 @@ def run_replay(
     progress: bool = True,
     flush_timeout_s: float = 30.0,
     annotate: Path | None = None,
+    report: Path | None = None,
 ) -> ReplaySummary:
     scene = load_scene(scene_path)
     config = replay_config(scene, config_path, overrides or {})
@@ -134,6 +137,7 @@ def run_replay(
 
         bar = tqdm(total=source.expected_frames or None, unit="frame", desc=f"replay {scene.name}")
     first_objects = 0
+    samples: list[tuple[float, Counter[str]]] = []
     started_wall = time.monotonic()
     start_ms = now_ms()
     try:
@@ -152,6 +156,10 @@ def run_replay(
             message = pipeline.process(frame, start_ms + int(frame.offset_ms), decode_ms)
             if annotator is not None:
                 annotator.draw(frame.image, message, pipeline.analytics.lines.totals)
+            if report is not None:
+                samples.append(
+                    (frame.offset_ms / 1000.0, Counter(o.category.value for o in message.objects))
+                )
             if message.seq == 0:
                 first_objects = len(message.objects)
             if bar is not None:
@@ -166,7 +174,7 @@ def run_replay(
             annotator.close()
         source.close()
         publisher.close()
-    return ReplaySummary(
+    summary = ReplaySummary(
         scene=scene.name,
         rsu_id=config.rsu_id,
         camera_id=config.camera_id,
@@ -188,6 +196,9 @@ def run_replay(
         source_error=source.last_error,
         spool_path=str(spool_path_for(config)),
     )
+    if report is not None:
+        write_report(report, summary.as_json(), samples, pipeline.analytics.lines.totals)
+    return summary
 
 
 def format_summary(summary: ReplaySummary) -> str:

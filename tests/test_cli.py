@@ -196,3 +196,21 @@ def test_an_unwritable_annotation_path_is_a_clear_error(redis_url: str) -> None:
               "--annotate", "/proc/nope/out.mp4", "--redis-url", redis_url)  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "/proc/nope" in out.stderr
+
+
+def test_replay_writes_an_html_report(tmp_path: Path, redis_url: str) -> None:
+    import re
+
+    report = tmp_path / "report.html"
+    out = run("rsu.cli", "replay", "--scene", SCENE, "--max-frames", "60", "--no-progress",
+              "--report", str(report), "--redis-url", redis_url,
+              "--model", "models/yolov8n-coco-320.onnx")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "<script" not in page
+    series = {
+        name: points for points, name in re.findall(r'points="([^"]*)"><title>(\w+)</title>', page)
+    }
+    assert "car" in series
+    assert len(series["car"].split()) == 2  # 60 frames at 30 fps: seconds 0 and 1
+    assert "<td>frames</td>" not in page and "<th>frames</th><td>60</td>" in page
