@@ -119,6 +119,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiles(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--tiles takes COLSxROWS, e.g. 2x2; got {text!r}") from None
+    return cols, rows
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -131,7 +141,7 @@ def _eval(args: argparse.Namespace) -> int:
         config = DetectorConfig(model=args.model, imgsz=args.imgsz)
         figures = evaluate_model(
             Path(args.images), Path(args.gt), args.format, classes, config, args.data_dir,
-            args.stride,
+            args.stride, _tiles(args.tiles),
         )  # fmt: skip
     except (GroundTruthError, AssetNotFoundError, ModelError, ValueError) as exc:
         print(f"rsu eval: error: {exc}", file=sys.stderr)
@@ -218,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         "masks: CDnet gtNNNNNN.png (ROI.bmp, temporalROI.txt beside)",
     )  # fmt: skip
     evaluate.add_argument("--stride", type=int, default=1, help="masks: every N-th frame")
+    evaluate.add_argument(
+        "--tiles", help="tiled inference: COLSxROWS overlapping crops plus the full frame"
+    )
     evaluate.add_argument(
         "--classes", default="vehicle",
         help="comma-separated classes; 'vehicle' merges car, motorcycle, bus and truck",

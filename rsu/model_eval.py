@@ -21,6 +21,7 @@ from rsu.groundtruth import (
     load_detrac,
     load_mot,
 )
+from rsu.tiling import TiledDetector
 
 FORMATS = ("coco", "mot", "detrac", "masks")
 AP_MIN_SCORE = 0.001  # COCO evaluation ranks all detections; the operating point is separate
@@ -79,6 +80,7 @@ def evaluate_model(
     detector_config: DetectorConfig,
     data_dir: str | None = None,
     stride: int = 1,
+    tiles: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     truth = load_truth(fmt, gt_path, stride)
     model = resolve_asset(detector_config.model, data_dir)
@@ -87,6 +89,9 @@ def evaluate_model(
     # image are taken at the operating confidence, as the RSU runs.
     low = detector_config.model_copy(update={"confidence": AP_MIN_SCORE, "class_confidence": {}})
     ranked = build_detector(low, model)
+    if tiles is not None:
+        operating = TiledDetector(operating, *tiles)  # type: ignore[assignment]
+        ranked = TiledDetector(ranked, *tiles)  # type: ignore[assignment]
     predictions: dict[int, Detections] = {}
     times = []
     for image_id, frame in frames_of(images, truth, gt_path):
@@ -128,6 +133,7 @@ def evaluate_model(
         "model": model.name,
         "imgsz": operating.imgsz,
         "operating_confidence": detector_config.confidence,
+        "tiles": f"{tiles[0]}x{tiles[1]}" if tiles else None,
         "ms_per_image": round(sorted(times)[len(times) // 2], 2) if times else None,
         "gt_dropped_categories": dict(truth.dropped),
         "annotated_frames_not_in_video": len(unread),
