@@ -1,10 +1,13 @@
-"""Static-int8 ONNX against fp32: bare inference time and the share of detections kept.
+"""Static-int8 ONNX (and OpenVINO's fp32/bf16/int8) against fp32: inference time and the share
+of fp32 detections kept.
 
 Quantizes the fp32 model with ``rsu export``'s quantizer (head in float, calibrated on
 ``--calib-frames`` frames of the clip), then on every frame of the clip runs both models
 through the RSU detector (same letterbox, thresholds and NMS).  Inference is timed in
 alternating blocks in one process, so machine noise hits both alike.  A fp32 detection is
 kept when the int8 model has a box of the same class with IoU >= 0.5 (greedy, per frame).
+With the openvino extra installed, the same comparison covers OpenVINO running the fp32 model
+in fp32 and in bf16, and the int8 model; the reference is always ONNX Runtime's fp32.
 
 Prints a table, then one JSON line.
 """
@@ -63,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from common.datadir import resolve_asset
-    from rsu.detector import DetectorConfig, OnnxDetector
+    from rsu.detector import DetectorConfig, OnnxDetector, OpenVinoDetector
     from rsu.export import quantize_int8
     from rsu.replay import load_scene
 
@@ -76,17 +79,25 @@ def main() -> int:
             int8, _ = quantize_int8(fp32, Path(tmp) / "int8.onnx", video, args.calib_frames)
         config = DetectorConfig(model="-", imgsz=args.imgsz, threads=args.threads)
         detectors = {"fp32": OnnxDetector(config, fp32), "int8": OnnxDetector(config, int8)}
+        try:
+            import openvino  # noqa: F401
+
+            bf16 = config.model_copy(update={"openvino_precision": "bf16"})
+            detectors["openvino_fp32"] = OpenVinoDetector(config, fp32)
+            detectors["openvino_bf16"] = OpenVinoDetector(bf16, fp32)
+            detectors["openvino_int8"] = OpenVinoDetector(config, int8)
+        except ImportError:
+            pass
         frames = load_frames(video, args.frames)
-        blobs = [detectors["fp32"].preprocess(f) for f in frames]
         for det in detectors.values():  # warm-up
-            for blob, _ in blobs[:5]:
-                det.infer(blob)
+            for image in frames[:5]:
+                det.detect(image)
         times: dict[str, list[float]] = {k: [] for k in detectors}
         found: dict[str, list] = {k: [] for k in detectors}
         for start in range(0, len(frames), args.block):
             for name, det in detectors.items():
                 for k in range(start, min(start + args.block, len(frames))):
-                    blob, box = blobs[k]
+                    blob, box = det.preprocess(frames[k])  # each runtime its own input
                     t0 = time.perf_counter()
                     output = det.infer(blob)
                     times[name].append((time.perf_counter() - t0) * 1000)
@@ -102,11 +113,19 @@ def main() -> int:
         "int8_detections": sum(len(d) for d in found["int8"]),
         "detections_kept_share": round(kept / total, 3) if total else None,
         "calibration_frames": args.calib_frames,
-        "machine": machine_info(),
     }
-    print(f"{'model':<6}{'p50 ms':>9}{'p99 ms':>9}{'boxes':>8}")
+    for name in [n for n in detectors if n.startswith("openvino")]:
+        kept_here, _ = kept_share(found["fp32"], found[name])
+        figures[f"{name}_inference_p50_ms"] = round(percentile(times[name], 50), 2)
+        figures[f"{name}_speedup"] = round(
+            percentile(times["fp32"], 50) / percentile(times[name], 50), 2
+        )
+        figures[f"{name}_detections"] = sum(len(d) for d in found[name])
+        figures[f"{name}_kept_share"] = round(kept_here / total, 3) if total else None
+    figures["machine"] = machine_info()
+    print(f"{'model':<14}{'p50 ms':>9}{'p99 ms':>9}{'boxes':>8}")
     for name in detectors:
-        print(f"{name:<6}{percentile(times[name], 50):>9.2f}{percentile(times[name], 99):>9.2f}"
+        print(f"{name:<14}{percentile(times[name], 50):>9.2f}{percentile(times[name], 99):>9.2f}"
               f"{sum(len(d) for d in found[name]):>8}")  # fmt: skip
     print(orjson.dumps(figures).decode())
     return 0

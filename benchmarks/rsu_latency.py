@@ -3,8 +3,10 @@
 Both sides get the same decoded frames of the clip, the same weights (the .pt and its ONNX
 export at the same imgsz), the same tracker algorithm (ByteTrack) and the same number of CPU
 threads.  Our side is the whole RSU pipeline from a decoded frame to the message published
-on a real Valkey server: letterbox, ONNX Runtime inference, decode and NMS, ByteTrack, scene
-analytics, message encoding and XADD.  Ultralytics' side is
+on a real Valkey server: letterbox, inference, decode and NMS, ByteTrack, scene analytics,
+message encoding and XADD.  Our side runs once per runtime in ``--runtimes`` (ONNX Runtime,
+OpenVINO; both fp32 unless ``--openvino-precision`` says otherwise); the headline figures
+are the first runtime's, and ``by_runtime`` has each one's.  Ultralytics' side is
 ``model.track(persist=True, tracker="bytetrack.yaml")``.
 
 Each side runs in its own worker process (PyTorch's and ONNX Runtime's thread pools spin
@@ -44,12 +46,19 @@ def machine_info() -> dict[str, object]:
         pass
     import onnxruntime
 
+    try:
+        import openvino
+
+        openvino_version: str | None = openvino.get_version()
+    except ImportError:
+        openvino_version = None
     info: dict[str, object] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "opencv": cv2.__version__,
+        "openvino": openvino_version,
     }
     try:
         import torch
@@ -78,7 +87,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run_ours(args: argparse.Namespace, frames: list[np.ndarray]) -> dict[str, object]:
+def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -> dict[str, object]:
     from common.datadir import resolve_asset
     from common.redis_server import LocalRedisServer
     from rsu.config import RsuConfig
@@ -94,7 +103,13 @@ def run_ours(args: argparse.Namespace, frames: list[np.ndarray]) -> dict[str, ob
     with LocalRedisServer() as server:
         config = RsuConfig(
             rsu_id="bench",
-            detector=DetectorConfig(model=str(onnx), imgsz=args.imgsz, threads=args.threads),
+            detector=DetectorConfig(
+                runtime=runtime,
+                model=str(onnx),
+                imgsz=args.imgsz,
+                threads=args.threads,
+                openvino_precision=args.openvino_precision,
+            ),
             bus={"redis_url": server.url},
         )
         detector = build_detector(config.detector, onnx, config.tracker.low_threshold)
@@ -146,6 +161,23 @@ def run_ultralytics(args: argparse.Namespace, frames: list[np.ndarray]) -> dict[
 FPS = 30.0
 
 
+def our_figures(runs: list[dict]) -> dict[str, object]:
+    total = [t for r in runs for t in r["total"]]
+    inference = [t for r in runs for t in r["stages"]["inference"]]
+    overhead = [t - i for t, i in zip(total, inference, strict=True)]
+    return {
+        "objects_per_frame": round(float(np.mean([n for r in runs for n in r["objects"]])), 1),
+        "inference_p50_ms": round(percentile(inference, 50), 2),
+        "pipeline_p50_ms": round(percentile(total, 50), 2),
+        "pipeline_p99_ms": round(percentile(total, 99), 2),
+        "overhead_p50_ms": round(percentile(overhead, 50), 2),
+        "overhead_p99_ms": round(percentile(overhead, 99), 2),
+        "budget_violations_share": round(
+            sum(t > runs[0]["budget_ms"] for t in total) / len(total), 3
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--scene", default=str(ROOT / "replay_data/intersection_beijing.yaml"))
@@ -155,8 +187,14 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=252)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each side")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--runtimes",
+        default="onnxruntime,openvino",
+        help="our detector runtimes, comma-separated; the first gives the headline figures",
+    )
+    parser.add_argument("--openvino-precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--skip-ultralytics", action="store_true")
-    parser.add_argument("--worker", choices=["ours", "ultralytics"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -167,11 +205,15 @@ def main() -> int:
         from rsu.replay import load_scene
 
         frames = load_frames(resolve_asset(load_scene(args.scene).video or ""), args.frames)
-        run = run_ours if args.worker == "ours" else run_ultralytics
-        Path(args.out).write_bytes(orjson.dumps(run(args, frames)))
+        if args.worker == "ultralytics":
+            result = run_ultralytics(args, frames)
+        else:
+            result = run_ours(args, frames, args.worker)
+        Path(args.out).write_bytes(orjson.dumps(result))
         return 0
 
-    sides = ["ours"] if args.skip_ultralytics else ["ours", "ultralytics"]
+    runtimes = args.runtimes.split(",")
+    sides = runtimes if args.skip_ultralytics else [*runtimes, "ultralytics"]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
@@ -181,29 +223,21 @@ def main() -> int:
                     sys.executable, __file__, "--worker", side, "--out", str(out),
                     "--scene", args.scene, "--imgsz", str(args.imgsz), "--pt", args.pt,
                     "--frames", str(args.frames), "--threads", str(args.threads),
+                    "--openvino-precision", args.openvino_precision,
                 ]  # fmt: skip
                 if args.onnx:
                     command += ["--onnx", args.onnx]
                 subprocess.run(command, check=True, cwd=ROOT)
                 runs[side].append(orjson.loads(out.read_bytes()))
 
-    ours = runs["ours"]
-    total = [t for r in ours for t in r["total"]]
-    inference = [t for r in ours for t in r["stages"]["inference"]]
-    overhead = [t - i for t, i in zip(total, inference, strict=True)]
+    by_runtime = {runtime: our_figures(runs[runtime]) for runtime in runtimes}
+    ours = runs[runtimes[0]]
     figures: dict[str, object] = {
         "imgsz": args.imgsz,
         "frames": len(ours[0]["total"]),
         "rounds": args.rounds,
-        "objects_per_frame": round(float(np.mean([n for r in ours for n in r["objects"]])), 1),
-        "inference_p50_ms": round(percentile(inference, 50), 2),
-        "pipeline_p50_ms": round(percentile(total, 50), 2),
-        "pipeline_p99_ms": round(percentile(total, 99), 2),
-        "overhead_p50_ms": round(percentile(overhead, 50), 2),
-        "overhead_p99_ms": round(percentile(overhead, 99), 2),
-        "budget_violations_share": round(
-            sum(t > ours[0]["budget_ms"] for t in total) / len(total), 3
-        ),
+        "runtime": runtimes[0],
+        **by_runtime[runtimes[0]],
     }
     if "ultralytics" in runs:
         theirs = runs["ultralytics"]
@@ -213,18 +247,27 @@ def main() -> int:
         figures["ultralytics_objects_per_frame"] = round(
             float(np.mean([n for r in theirs for n in r["objects"]])), 1
         )
-        figures["speedup_vs_ultralytics"] = round(percentile(ultra, 50) / percentile(total, 50), 2)
-        figures["speedup_by_round"] = [
-            round(percentile(t["total"], 50) / percentile(o["total"], 50), 2)
-            for o, t in zip(ours, theirs, strict=True)
-        ]
+        for runtime in runtimes:
+            total = [t for r in runs[runtime] for t in r["total"]]
+            by_runtime[runtime]["speedup_vs_ultralytics"] = round(
+                percentile(ultra, 50) / percentile(total, 50), 2
+            )
+            by_runtime[runtime]["speedup_by_round"] = [
+                round(percentile(t["total"], 50) / percentile(o["total"], 50), 2)
+                for o, t in zip(runs[runtime], theirs, strict=True)
+            ]
+        figures["speedup_vs_ultralytics"] = by_runtime[runtimes[0]]["speedup_vs_ultralytics"]
+    if len(runtimes) > 1:
+        figures["by_runtime"] = by_runtime
     figures["machine"] = machine_info()
 
-    print(f"{'stage':<12}{'p50 ms':>9}{'p99 ms':>9}")
-    for name in ours[0]["stages"]:
-        values = [t for r in ours for t in r["stages"][name]]
-        print(f"{name:<12}{percentile(values, 50):>9.2f}{percentile(values, 99):>9.2f}")
-    print(f"{'pipeline':<12}{figures['pipeline_p50_ms']:>9.2f}{figures['pipeline_p99_ms']:>9.2f}")
+    for runtime in runtimes:
+        print(f"{runtime:<12}{'p50 ms':>9}{'p99 ms':>9}")
+        for name in runs[runtime][0]["stages"]:
+            values = [t for r in runs[runtime] for t in r["stages"][name]]
+            print(f"  {name:<10}{percentile(values, 50):>9.2f}{percentile(values, 99):>9.2f}")
+        mine = by_runtime[runtime]
+        print(f"  {'pipeline':<10}{mine['pipeline_p50_ms']:>9.2f}{mine['pipeline_p99_ms']:>9.2f}")
     if "ultralytics" in runs:
         print(f"{'ultralytics':<12}{figures['ultralytics_p50_ms']:>9.2f}"
               f"{figures['ultralytics_p99_ms']:>9.2f}")  # fmt: skip

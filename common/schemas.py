@@ -114,6 +114,27 @@ class LineInterval(_Message):
     negative: dict[RoadUserClass, int] = Field(default_factory=dict)
 
 
+class ZoneInterval(_Message):
+    zone_id: str
+    kind: str = Field(description="crosswalk, waiting, intersection, no_stopping or area")
+    approach: str | None = None
+    entered: dict[RoadUserClass, int] = Field(
+        default_factory=dict, description="road users that came into the zone, once per visit"
+    )
+    mean_present: dict[RoadUserClass, float] = Field(
+        default_factory=dict, description="mean road users inside per frame"
+    )
+    max_present: int = Field(0, ge=0, description="most road users inside in one frame")
+    present: dict[RoadUserClass, int] = Field(
+        default_factory=dict, description="road users inside at the interval's last frame"
+    )
+    stopped: int = Field(0, ge=0, description="standing (not parked) at the last frame")
+    parked: int = Field(0, ge=0, description="parked at the last frame")
+    longest_stay_s: float | None = Field(
+        None, ge=0.0, description="how long the longest-staying road user present has been in"
+    )
+
+
 class LaneAggregates(_RsuMessage):
     """Per-lane aggregates over one interval, computed on the RSU."""
 
@@ -127,6 +148,7 @@ class LaneAggregates(_RsuMessage):
     )
     lanes: list[LaneInterval] = Field(max_length=256)
     lines: list[LineInterval] = Field(default_factory=list, max_length=256)
+    zones: list[ZoneInterval] = Field(default_factory=list, max_length=256)
 
 
 class LatencySummary(_Message):

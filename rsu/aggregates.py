@@ -1,4 +1,5 @@
-"""Per-lane and per-line aggregates over fixed intervals, published as ``lane_aggregates``.
+"""Per-lane, per-line and per-zone aggregates over fixed intervals, published as
+``lane_aggregates`` (zones: :mod:`rsu.zones`).
 
 Intervals are aligned to the capture clock (``floor(t / interval) * interval``), so RSUs and
 the center agree on bin edges.  Per lane and interval:
@@ -29,6 +30,7 @@ from rsu.detections import Detections
 from rsu.lines import Crossing
 from rsu.motion import Motion
 from rsu.scene import CountingLine, GroundProjector, Lane, SceneConfig
+from rsu.zones import ZoneWatcher
 
 _VEHICLES = {c.value for c in VEHICLE_CLASSES}
 
@@ -71,6 +73,7 @@ class LaneAggregator:
         self._lines: dict[str, dict[bool, dict[str, int]]] = {}
         self._counted: dict[tuple[str, int], int] = {}  # (lane, track) -> time counted
         self._approach = {lane.id: lane.approach for lane in scene.lanes}
+        self.zones = ZoneWatcher(scene.zones)
         # Ground geometry of each lane's stop line, to measure queues in metres.
         self._stop_lines: dict[str, LineString] = {}
         if projector is not None:
@@ -84,11 +87,12 @@ class LaneAggregator:
 
     @property
     def active(self) -> bool:
-        return bool(self.scene.lanes or self.scene.lines)
+        return bool(self.scene.lanes or self.scene.lines or self.scene.zones)
 
     def _reset(self) -> None:
         self._lanes = {lane.id: _LaneAcc() for lane in self.scene.lanes}
         self._lines = {line.id: {True: {}, False: {}} for line in self.scene.lines}
+        self.zones.reset()
 
     def update(
         self, t_ms: int, detections: Detections, motion: Motion, crossings: list[Crossing]
@@ -145,6 +149,7 @@ class LaneAggregator:
             members = queue.get(lane_id, [])
             acc.queue_vehicles = len(members)  # the state at the interval's last frame
             acc.queue_m = self._queue_length(lane_id, members, detections)
+        self.zones.update(t_ms, detections, motion)
         for crossing in crossings:
             by_class = self._lines[crossing.line_id][crossing.positive]
             by_class[crossing.category] = by_class.get(crossing.category, 0) + 1
@@ -195,6 +200,7 @@ class LaneAggregator:
             observed_s=round(observed_ms / 1000.0, 3),
             lanes=lanes,
             lines=lines,
+            zones=self.zones.intervals(),
         )
         self.seq += 1
         self._reset()

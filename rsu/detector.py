@@ -1,7 +1,8 @@
-"""YOLO detection through ONNX Runtime: letterbox, inference, vectorised decode and NMS.
+"""YOLO detection runtimes: letterbox, inference, vectorised decode and NMS.
 
 Works with Ultralytics detection exports (output ``1 x (4 + C) x A``: cx, cy, w, h and C class
-scores, no NMS in the graph).  Only the road-user classes asked for are decoded.
+scores, no NMS in the graph), run by ONNX Runtime or OpenVINO, and with Ultralytics' own
+runtime.  Only the road-user classes asked for are decoded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -29,10 +30,11 @@ LETTERBOX_FILL = 114
 
 
 class DetectorConfig(StrictModel):
-    runtime: Literal["onnxruntime", "ultralytics"] = Field(
+    runtime: Literal["onnxruntime", "openvino", "ultralytics"] = Field(
         "onnxruntime",
-        description="onnxruntime (.onnx; CPU, CUDA, TensorRT providers) or ultralytics "
-        "(.pt, or a TensorRT .engine built on this device; needs the models extra)",
+        description="onnxruntime (.onnx; CPU, CUDA, TensorRT providers), openvino (.onnx on "
+        "x86 CPUs and Intel GPUs; needs the openvino extra) or ultralytics (.pt, or a TensorRT "
+        ".engine built on this device; needs the models extra)",
     )
     model: str = Field(
         "models/yolov8n-coco-320.onnx",
@@ -60,6 +62,13 @@ class DetectorConfig(StrictModel):
         "[tensorrt, cuda, cpu]. Ones this onnxruntime build lacks are skipped, with a warning",
     )
     fp16: bool = Field(False, description="TensorRT: build the engine in fp16")
+    openvino_device: str = Field("CPU", description="OpenVINO: device to run on (CPU, GPU, AUTO)")
+    openvino_precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="OpenVINO: arithmetic precision. fp32 matches the exported model; bf16 "
+        "(CPUs with AVX512-BF16 or AMX) and fp16 (GPUs) are faster but move scores slightly, "
+        "so measure the detections kept (benchmarks/rsu_latency.py) before deploying them",
+    )
     engine_cache: str = Field(
         "~/.cache/v2x-citybrain/trt-engines",
         description="TensorRT: where engines built on first start are kept (per device)",
@@ -214,38 +223,23 @@ class Detector:
         return (time.perf_counter() - start) * 1000.0
 
 
-class OnnxDetector(Detector):
-    """Ultralytics detection exports run by ONNX Runtime (CPU, CUDA or TensorRT providers)."""
+class YoloExportDetector(Detector):
+    """Letterbox, decode and NMS for Ultralytics detection exports; subclasses load and run."""
 
-    def __init__(
-        self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    def _configure(
+        self, input_size: int | None, output_rows: int | None, metadata: dict[str, str]
     ) -> None:
-        import onnxruntime as ort
-
-        super().__init__(config, model_path, score_floor)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        try:
-            providers = session_providers(config, ort.get_available_providers())
-            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        model_size = inp.shape[2] if isinstance(inp.shape[2], int) else None
-        self.imgsz = config.imgsz or model_size or 640
-        if model_size is not None and config.imgsz not in (None, model_size):
+        model_path, config = self.model_path, self.config
+        self.imgsz = config.imgsz or input_size or 640
+        if input_size is not None and config.imgsz not in (None, input_size):
             raise ModelError(
-                f"{model_path.name} has a fixed input of {model_size}x{model_size}; "
+                f"{model_path.name} has a fixed input of {input_size}x{input_size}; "
                 f"detector.imgsz={config.imgsz} does not match (export the model at that size)"
             )
-        output_shape = self.session.get_outputs()[0].shape
-        ids = _model_class_ids(self.session.get_modelmeta().custom_metadata_map)
+        ids = _model_class_ids(metadata)
         self._check_classes(ids, model_path)
-        if isinstance(output_shape[1], int) and output_shape[1] - 4 <= max(ids.values()):
-            raise ModelError(f"unexpected output shape {output_shape} for a YOLO detection model")
+        if output_rows is not None and output_rows - 4 <= max(ids.values()):
+            raise ModelError(f"unexpected output of {output_rows} rows for a YOLO detection model")
         self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
         self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
 
@@ -253,9 +247,6 @@ class OnnxDetector(Detector):
         box = letterbox(image, self.imgsz, self._canvas)
         blob = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
         return blob, box
-
-    def infer(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: blob})[0]
 
     def postprocess(self, output: np.ndarray, box: Letterbox, shape: tuple[int, ...]) -> Detections:
         pred = output[0]  # (4 + C, A)
@@ -281,6 +272,119 @@ class OnnxDetector(Detector):
             confidence=conf.astype(np.float32),
             class_name=self.class_names[best],
         )
+
+
+class OnnxDetector(YoloExportDetector):
+    """Ultralytics detection exports run by ONNX Runtime (CPU, CUDA or TensorRT providers)."""
+
+    def __init__(
+        self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(config, model_path, score_floor)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = config.threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        try:
+            providers = session_providers(config, ort.get_available_providers())
+            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load ONNX model {model_path}: {exc}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        rows = self.session.get_outputs()[0].shape[1]
+        self._configure(
+            inp.shape[2] if isinstance(inp.shape[2], int) else None,
+            rows if isinstance(rows, int) else None,
+            self.session.get_modelmeta().custom_metadata_map,
+        )
+
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: blob})[0]
+
+
+class OpenVinoDetector(YoloExportDetector):
+    """Ultralytics ONNX exports run by OpenVINO: on x86 CPUs it is faster than ONNX Runtime
+    at the same fp32 precision (see BENCHMARKS.md), and it can use bf16 units or Intel GPUs."""
+
+    _PRECISION: ClassVar[dict[str, str]] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+    def __init__(
+        self, config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    ) -> None:
+        super().__init__(config, model_path, score_floor)
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelError(
+                "the openvino runtime needs the openvino extra: "
+                "pip install 'v2x-citybrain[openvino]'"
+            ) from None
+        properties: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": self._PRECISION[config.openvino_precision],
+        }
+        if config.threads:
+            properties["INFERENCE_NUM_THREADS"] = config.threads
+        try:
+            core = ov.Core()
+            model = core.read_model(str(model_path))
+            in_shape = model.inputs[0].get_partial_shape()
+            out_shape = model.outputs[0].get_partial_shape()
+            compiled = core.compile_model(
+                _with_uint8_bgr_input(model), config.openvino_device, properties
+            )
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelError(f"cannot load {model_path} into OpenVINO: {exc}") from None
+        self._request = compiled.create_infer_request()
+        self._configure(
+            in_shape[2].get_length() if in_shape[2].is_static else None,
+            out_shape[1].get_length() if out_shape[1].is_static else None,
+            _onnx_metadata(model_path),
+        )
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        box = letterbox(image, self.imgsz, self._canvas)
+        return self._canvas[None], box  # the model itself scales, swaps and transposes
+
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        self._request.infer({0: blob})
+        # Copy: the tensor's memory is reused by the next inference.
+        return self._request.get_output_tensor(0).data.copy()
+
+
+def _with_uint8_bgr_input(model: Any) -> Any:
+    """The model, taking the letterboxed uint8 BGR frame as it is (1 x H x W x 3).
+
+    OpenVINO then does the /255, BGR->RGB and HWC->CHW inside the compiled graph, which saves
+    about 0.7 ms a frame against cv2.dnn.blobFromImage plus a float input on this CPU.
+    """
+    from openvino import Layout, Type
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    tensor = steps.input().tensor()
+    tensor.set_element_type(Type.u8).set_layout(Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    steps.input().model().set_layout(Layout("NCHW"))
+    steps.input().preprocess().convert_element_type(Type.f32).convert_color(ColorFormat.RGB).scale(
+        255.0
+    )
+    return steps.build()
+
+
+def _onnx_metadata(model_path: Path) -> dict[str, str]:
+    """The ONNX file's metadata_props (class names); OpenVINO does not expose them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception:  # not an ONNX file (an OpenVINO IR): fall back to COCO ids
+        return {}
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 class UltralyticsDetector(Detector):
@@ -341,6 +445,7 @@ class UltralyticsDetector(Detector):
 
 RUNTIMES: dict[str, type[Detector]] = {
     "onnxruntime": OnnxDetector,
+    "openvino": OpenVinoDetector,
     "ultralytics": UltralyticsDetector,
 }
 

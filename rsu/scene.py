@@ -17,6 +17,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from common.config import StrictModel
+from common.schemas import RoadUserClass
 from rsu.detector import DetectorConfig
 
 Point2 = tuple[float, float]
@@ -46,6 +47,15 @@ class Calibration(StrictModel):
         return self
 
 
+def simple_polygon(value: list[Point2]) -> list[Point2]:
+    polygon = Polygon(value)
+    if not polygon.is_valid:
+        raise ValueError(f"polygon is not a simple polygon: {explain_validity(polygon)}")
+    if polygon.area <= 0:
+        raise ValueError("polygon has zero area")
+    return value
+
+
 class Lane(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="lane id, unique in the scene")
     polygon: list[Point2] = Field(min_length=3, description="image polygon, pixels")
@@ -53,15 +63,7 @@ class Lane(StrictModel):
     direction: str | None = Field(None, description="inbound or outbound")
     movements: list[str] = Field(default_factory=list, description="e.g. through, left, right")
 
-    @field_validator("polygon")
-    @classmethod
-    def _valid_polygon(cls, value: list[Point2]) -> list[Point2]:
-        polygon = Polygon(value)
-        if not polygon.is_valid:
-            raise ValueError(f"lane polygon is not a simple polygon: {explain_validity(polygon)}")
-        if polygon.area <= 0:
-            raise ValueError("lane polygon has zero area")
-        return value
+    _simple = field_validator("polygon")(simple_polygon)
 
 
 class CountingLine(StrictModel):
@@ -87,6 +89,23 @@ class CountingLine(StrictModel):
         return value
 
 
+class Zone(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="zone id, unique in the scene")
+    polygon: list[Point2] = Field(min_length=3, description="image polygon, pixels")
+    kind: Literal["crosswalk", "waiting", "intersection", "no_stopping", "area"] = Field(
+        "area",
+        description="what the zone is for: crosswalk and waiting (pedestrians waiting to cross, "
+        "a signal's pedestrian demand), intersection (the conflict area: vehicles stopped in "
+        "it block the junction), no_stopping (vehicles stopped or parked there), area (any)",
+    )
+    approach: str | None = Field(None, description="approach the zone belongs to, if one")
+    classes: list[RoadUserClass] = Field(
+        default_factory=list, description="road-user classes counted in the zone; empty = all"
+    )
+
+    _simple = field_validator("polygon")(simple_polygon)
+
+
 class SceneConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="scene name")
     description: str | None = None
@@ -100,12 +119,16 @@ class SceneConfig(StrictModel):
     calibration: Calibration | None = None
     lanes: list[Lane] = Field(default_factory=list)
     lines: list[CountingLine] = Field(default_factory=list, description="counting and stop lines")
+    zones: list[Zone] = Field(
+        default_factory=list, description="areas watched for presence and stopped road users"
+    )
 
     @model_validator(mode="after")
     def _unique_lanes(self) -> SceneConfig:
         for what, ids in (
             ("lane", [lane.id for lane in self.lanes]),
             ("line", [line.id for line in self.lines]),
+            ("zone", [zone.id for zone in self.zones]),
         ):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
