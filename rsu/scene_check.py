@@ -18,7 +18,7 @@ ZONE_COLOUR = (255, 255, 255)
 STOP_COLOUR = (0, 0, 255)
 COUNT_COLOUR = (0, 255, 255)
 GRID_COLOUR = (200, 200, 200)
-GRID_STEP_M = 5.0
+GRID_STEPS_M = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 
 @dataclass
@@ -53,7 +53,8 @@ def _hatch(overlay: np.ndarray, pts: np.ndarray, colour: tuple[int, int, int]) -
 def _draw_ground_grid(
     canvas: np.ndarray, scene: SceneConfig, projector: GroundProjector, report: SceneReport
 ) -> None:
-    """A 5 m ground grid over the lanes, drawn back into the image.
+    """A ground grid (1 to 100 m squares, by the scene's size) over the lanes, drawn back into
+    the image.
 
     If the calibration is right, grid lines run along and across the lanes, and the squares
     shrink evenly with distance; a wrong point shows up as a sheared or bent grid.
@@ -71,8 +72,11 @@ def _draw_ground_grid(
         return
     inverse = np.linalg.inv(projector.matrix)
     (gx0, gy0), (gx1, gy1) = ground.min(axis=0), ground.max(axis=0)
-    xs = np.arange(np.floor(gx0 / GRID_STEP_M), np.ceil(gx1 / GRID_STEP_M) + 1) * GRID_STEP_M
-    ys = np.arange(np.floor(gy0 / GRID_STEP_M), np.ceil(gy1 / GRID_STEP_M) + 1) * GRID_STEP_M
+    extent = max(gx1 - gx0, gy1 - gy0)
+    step = next((s for s in GRID_STEPS_M if extent / s <= 25), GRID_STEPS_M[-1])
+    xs = np.arange(np.floor(gx0 / step), np.ceil(gx1 / step) + 1) * step
+    ys = np.arange(np.floor(gy0 / step), np.ceil(gy1 / step) + 1) * step
+    _label(canvas, f"ground grid {step:g} m", (70, canvas.shape[0] - 8), GRID_COLOUR, 0.4)
     segments = [np.c_[np.full(50, x), np.linspace(ys[0], ys[-1], 50)] for x in xs]
     segments += [np.c_[np.linspace(xs[0], xs[-1], 50), np.full(50, y)] for y in ys]
     # Points in front of the camera share the sign of w with the calibration's own points.

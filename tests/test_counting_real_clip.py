@@ -67,9 +67,9 @@ def test_lane_counts_come_from_the_lanes_the_vehicles_left(full_clip) -> None:
     for m in aggregates:
         for lane in m["lanes"]:
             lanes[lane["lane_id"]] += sum(lane.get("counts", {}).values())
-    # Four of the five came from the two lanes the scene defines; the van used the lane
-    # to their left, which this provisional scene does not define yet.
+    # Four of the five came from the two left-turn lanes; the van used the lane to their left.
     assert lanes["S_in_1"] + lanes["S_in_2"] == 4, lanes
+    assert lanes["S_in_0"] == 1, lanes
     # 10 s bins aligned to the clock: what they observed adds up to the clip's 8.4 s.
     assert all(m["interval_s"] == 10.0 for m in aggregates)
     assert sum(m["observed_s"] for m in aggregates) == pytest.approx(252 / 30, abs=0.05)
