@@ -135,15 +135,17 @@ def _eval(args: argparse.Namespace) -> int:
     from rsu.detector import DetectorConfig, ModelError
     from rsu.groundtruth import GroundTruthError
     from rsu.model_eval import evaluate_model
+    from rsu.replay import load_scene
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     try:
         config = DetectorConfig(model=args.model, imgsz=args.imgsz)
+        scene = load_scene(args.scene) if args.scene else None
         figures = evaluate_model(
             Path(args.images), Path(args.gt), args.format, classes, config, args.data_dir,
-            args.stride, _tiles(args.tiles),
+            args.stride, _tiles(args.tiles), scene,
         )  # fmt: skip
-    except (GroundTruthError, AssetNotFoundError, ModelError, ValueError) as exc:
+    except (GroundTruthError, AssetNotFoundError, ModelError, ConfigError, ValueError) as exc:
         print(f"rsu eval: error: {exc}", file=sys.stderr)
         return 2
     if not args.json:
@@ -153,6 +155,11 @@ def _eval(args: argparse.Namespace) -> int:
         for name, c in figures["classes"].items():
             print(f"  {name:<12}{c['ap50']:>8.3f}{c['ap50_95']:>9.3f}{c['precision']:>7.3f}"
                   f"{c['recall']:>7.3f}{c['gt']:>7}")  # fmt: skip
+        for line_id, line in figures.get("counting", {}).get("lines", {}).items():
+            for direction, c in line.items():
+                print(f"  line {line_id} {direction}: ground truth {c['gt']}, RSU {c['rsu']}")
+        if "count_error" in figures:
+            print(f"  counting error {figures['count_error']}")
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
     return 0
 
@@ -238,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default="models/yolov8n-coco-640.onnx")
     evaluate.add_argument("--imgsz", type=int, help="input size (default: the model's)")
     evaluate.add_argument("--data-dir", dest="data_dir", help="extra directory for models")
+    evaluate.add_argument(
+        "--scene",
+        help="scene with counting lines: also measure the counting error (video ground truth)",
+    )
     evaluate.add_argument("--json", action="store_true", help="only the JSON line")
     evaluate.set_defaults(func=_eval)
 

@@ -40,6 +40,7 @@ class GtBox:
     xyxy: tuple[float, float, float, float]
     category: str
     crowd: bool = False  # a region that may hold many objects: neither hit nor miss
+    track_id: int | None = None  # the annotated identity across frames (MOT, DETRAC)
 
 
 @dataclass
@@ -190,6 +191,7 @@ def load_mot(path: Path, default_class: str = "car") -> GroundTruth:
         fields = [f.strip() for f in line.split(",")]
         try:
             frame, x, y, w, h = int(fields[0]), *(float(v) for v in fields[2:6])
+            identity = int(float(fields[1]))
             conf = float(fields[6]) if len(fields) > 6 else 1.0
             mot_class = int(float(fields[7])) if len(fields) > 7 else None
         except (ValueError, IndexError):
@@ -207,7 +209,7 @@ def load_mot(path: Path, default_class: str = "car") -> GroundTruth:
         elif category is None:
             truth.dropped[f"mot class {mot_class}"] += 1
         else:
-            truth.boxes[frame].append(GtBox(box, category))
+            truth.boxes[frame].append(GtBox(box, category, track_id=identity))
     truth.images.sort(key=lambda i: i.id)
     return truth
 
@@ -245,7 +247,8 @@ def load_detrac(path: Path) -> GroundTruth:
             if box is None or kind not in DETRAC_TYPES:
                 truth.dropped[kind or "untyped"] += 1
                 continue
-            boxes.append(GtBox(box_of(box), DETRAC_TYPES[kind]))
+            identity = int(target.get("id", "0")) or None
+            boxes.append(GtBox(box_of(box), DETRAC_TYPES[kind], track_id=identity))
         truth.boxes[number] = boxes
     if not truth.images:
         raise GroundTruthError(f"{path} has no <frame> elements: not DETRAC XML")

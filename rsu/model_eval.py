@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from common.datadir import resolve_asset
+from rsu.config import RsuConfig
+from rsu.count_eval import (
+    count_crossings,
+    counting_error,
+    link_mask_tracks,
+    rsu_tracks,
+    truth_tracks,
+)
 from rsu.detections import Detections
 from rsu.detector import DetectorConfig, build_detector
 from rsu.evaluation import class_mapper, coco_ap, precision_recall
@@ -21,6 +30,7 @@ from rsu.groundtruth import (
     load_detrac,
     load_mot,
 )
+from rsu.scene import SceneConfig
 from rsu.tiling import TiledDetector
 
 FORMATS = ("coco", "mot", "detrac", "masks")
@@ -81,6 +91,7 @@ def evaluate_model(
     data_dir: str | None = None,
     stride: int = 1,
     tiles: tuple[int, int] | None = None,
+    scene: SceneConfig | None = None,
 ) -> dict[str, Any]:
     truth = load_truth(fmt, gt_path, stride)
     model = resolve_asset(detector_config.model, data_dir)
@@ -124,7 +135,7 @@ def evaluate_model(
             "recall": round(float(pr["recall"]), 4),
             "gt": pr["gt"],
         }
-    return {
+    figures: dict[str, Any] = {
         "ap50": round(overall["ap50"], 4),
         "ap50_95": round(overall["ap50_95"], 4),
         "classes_asked": classes,
@@ -138,3 +149,42 @@ def evaluate_model(
         "gt_dropped_categories": dict(truth.dropped),
         "annotated_frames_not_in_video": len(unread),
     }
+    if scene is not None and scene.lines:
+        counting = evaluate_counting(
+            images, gt_path, fmt, scene, detector_config, data_dir, sorted(asked)
+        )
+        figures["count_error"] = counting["count_error"]
+        figures["counting"] = counting
+    return figures
+
+
+def evaluate_counting(
+    video: Path,
+    gt_path: Path,
+    fmt: str,
+    scene: SceneConfig,
+    detector_config: DetectorConfig,
+    data_dir: str | None,
+    classes: list[str],
+) -> dict[str, Any]:
+    """Line crossings of the RSU's detector and tracker against the annotation's tracks,
+    over every annotated frame of the video (see :mod:`rsu.count_eval`)."""
+    if not video.is_file():
+        raise GroundTruthError("counting needs --images to be the video, not a folder")
+    truth = load_truth(fmt, gt_path, stride=1)
+    if fmt == "masks":
+        link_mask_tracks(truth)
+    indices = [i.frame_index for i in truth.images if i.frame_index is not None]
+    first, last = min(indices), max(indices)
+    config = RsuConfig(rsu_id="eval", detector=detector_config, data_dir=data_dir)
+    probe = cv2.VideoCapture(str(video))
+    size = (int(probe.get(cv2.CAP_PROP_FRAME_WIDTH)), int(probe.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    probe.release()
+    wanted = list(classes)
+    tracked = rsu_tracks(video, first, last, config)
+    ours = (d.subset(np.isin(d.class_name, wanted)) for d in tracked)
+    rsu_counts = count_crossings(ours, scene, config, size)
+    truth_counts = count_crossings(truth_tracks(truth), scene, config, size)
+    result = counting_error(truth_counts, rsu_counts, scene)
+    result["frames"] = [first, last]
+    return result

@@ -18,7 +18,7 @@ US101 = "video/us101_freeway"
 # between ONNX Runtime builds, not a change in the model or the metric code.
 RECORDED = {"ap50": 0.6205, "ap50_95": 0.2904}
 # highway_overpass, yolov8n at 320, every 10th scored frame.
-RECORDED_HIGHWAY = {"recall": 0.7339, "ap50": 0.723}
+RECORDED_HIGHWAY = {"recall": 0.7339, "ap50": 0.723, "rsu_count": 22}
 
 
 def test_us101_vehicle_ap_matches_the_recorded_figure() -> None:
@@ -49,13 +49,14 @@ def test_eval_names_a_missing_image() -> None:
     assert "/nonexistent/" in out.stderr and "cannot be read" in out.stderr
 
 
-def test_highway_moving_vehicle_recall_matches_the_recorded_figure() -> None:
+def test_highway_moving_vehicle_recall_and_counting_error_match_the_recorded_figures() -> None:
     video = resolve_asset("video/highway_overpass/highway.avi")
     masks = resolve_asset("video/highway_overpass/gt_masks")
     out = subprocess.run(
         [sys.executable, "-m", "rsu.cli", "eval", "--images", str(video), "--gt", str(masks),
          "--format", "masks", "--classes", "vehicle", "--stride", "10",
-         "--model", "models/yolov8n-coco-320.onnx", "--json"],
+         "--model", "models/yolov8n-coco-320.onnx", "--json",
+         "--scene", str(ROOT / "replay_data/highway_overpass.yaml")],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
@@ -66,3 +67,13 @@ def test_highway_moving_vehicle_recall_matches_the_recorded_figure() -> None:
     # Recorded for every 10th scored frame (BENCHMARKS.md).
     assert vehicle["recall"] == pytest.approx(RECORDED_HIGHWAY["recall"], abs=0.02)
     assert figures["ap50"] == pytest.approx(RECORDED_HIGHWAY["ap50"], abs=0.02)
+    # Counting: the masks' components, linked into tracks, cross the line 22 times, all
+    # towards the camera. The RSU's 22 crossings each fall within two frames of one of them
+    # (frames 672 ... 1673; listed in BENCHMARKS.md).
+    counting = figures["counting"]
+    assert counting["frames"] == [469, 1699]
+    line = counting["lines"]["count"]
+    assert line["positive"]["gt"] == 22 and line["negative"]["gt"] == 0
+    assert abs(line["positive"]["rsu"] - RECORDED_HIGHWAY["rsu_count"]) <= 1
+    assert line["negative"]["rsu"] == 0
+    assert figures["count_error"] <= 1 / 22 + 1e-9
