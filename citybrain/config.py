@@ -47,6 +47,26 @@ class StateConfig(StrictModel):
         return value
 
 
+def _default_history_url() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return f"sqlite:///{state}/v2x-citybrain/history.db"
+
+
+class HistoryConfig(StrictModel):
+    enabled: bool = Field(True, description="keep per-lane history (1- and 5-minute bins)")
+    url: str = Field(
+        default_factory=_default_history_url,
+        description="sqlite:///FILE (embedded, one ingest worker) or postgresql://USER:PW@HOST/"
+        "DB (any number of workers); $HISTORY_URL overrides it",
+    )
+    raw_retention_s: int = Field(
+        7 * 86_400,
+        ge=86_400,
+        description="how long raw 10 s lane intervals are kept (their identity is what makes "
+        "a redelivery a no-op); bins are kept until deleted",
+    )
+
+
 class ApiConfig(StrictModel):
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="listen port")
@@ -58,12 +78,15 @@ class CitybrainConfig(StrictModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
 
 def load_citybrain_config(path: str | None, redis_url: str | None = None) -> CitybrainConfig:
     """Config file (optional), then ``redis_url`` or $REDIS_URL over it."""
     url = redis_url or os.environ.get("REDIS_URL")
-    overrides = {"bus": {"redis_url": url}} if url else {}
+    overrides: dict[str, dict[str, str]] = {"bus": {"redis_url": url}} if url else {}
+    if os.environ.get("HISTORY_URL"):
+        overrides["history"] = {"url": os.environ["HISTORY_URL"]}
     if path:
         return load_config(CitybrainConfig, path, overrides)
     return CitybrainConfig.model_validate(overrides)

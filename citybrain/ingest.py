@@ -18,6 +18,7 @@ import redis
 
 from citybrain.apply import AnyMessage, StateWriter
 from citybrain.config import CitybrainConfig
+from citybrain.history import HistoryError, HistoryStore, open_history, rows_of
 from common.bus import (
     Delivery,
     StreamConsumer,
@@ -41,6 +42,8 @@ class IngestStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    history_rows: int = 0
+    history_failures: int = 0
 
 
 def _partition_of_stream(stream: str) -> int:
@@ -49,8 +52,16 @@ def _partition_of_stream(stream: str) -> int:
 
 
 class IngestWorker:
-    def __init__(self, config: CitybrainConfig, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        config: CitybrainConfig,
+        client: redis.Redis | None = None,
+        history: HistoryStore | None = None,
+    ) -> None:
         self.config = config
+        if history is None and config.history.enabled:
+            history = open_history(config.history.url)
+        self.history = history
         self.client = client or connect(config.bus.redis_url)
         ingest = config.ingest
         self.consumer = StreamConsumer(
@@ -95,6 +106,11 @@ class IngestWorker:
             result = self.writer.apply(partition_tag(partition), messages)
             self.stats.applied += result.applied
             self.stats.duplicates += result.duplicates
+        if self.history is not None:
+            # Idempotent by each interval's identity, so a redelivered batch adds nothing.
+            rows = rows_of(m for batch in by_partition.values() for m, _ in batch)
+            if rows:
+                self.stats.history_rows += self.history.write(rows)
         self.stats.batches += 1
         self.stats.delivered += len(deliveries)
         if self._crash_after is not None and self.stats.batches >= self._crash_after:
@@ -123,6 +139,14 @@ class IngestWorker:
                 handled = self.step()
             except redis.ConnectionError as exc:
                 log.error("Redis unavailable (%s); retrying in 1 s", exc)
+                self.consumer.rewind()
+                time.sleep(1.0)
+                continue
+            except HistoryError as exc:
+                # Not acked: the batch stays pending and is read again (state de-duplicates).
+                log.error("history store unavailable (%s); retrying in 1 s", exc)
+                self.stats.history_failures += 1
+                self.consumer.rewind()
                 time.sleep(1.0)
                 continue
             now = time.monotonic()

@@ -125,6 +125,10 @@ class StreamConsumer:
         self._next_claim = 0.0
         self.claimed_total = 0
 
+    def rewind(self) -> None:
+        """Re-read our own pending entries next: after a batch failed before its ack."""
+        self._backlog = {s: b"0" for s in self.streams}
+
     def ensure_groups(self) -> None:
         """Create the group on every stream; a new group starts at the beginning (id 0)."""
         for stream in self.streams:

@@ -9,14 +9,20 @@ from rsu.config import RsuConfig
 from rsu.detector import Detector, build_detector
 from rsu.publisher import BusPublisher
 from rsu.spool import Spool, default_spool_path
+from rsu.tiling import TiledDetector
 from rsu.tracker import ByteTracker
 
 
 def detector_for(config: RsuConfig) -> Detector:
-    """The configured runtime; with tracking on, it also decodes the tracker's low band."""
+    """The configured runtime; with tracking on, it also decodes the tracker's low band.
+    With ``detector.tiles``, wrapped in tiled inference."""
     model = resolve_asset(config.detector.model, config.data_dir)
     floor = config.tracker.low_threshold if config.tracker.enabled else None
-    return build_detector(config.detector, model, score_floor=floor)
+    detector = build_detector(config.detector, model, score_floor=floor)
+    if config.detector.tiles:
+        cols, rows = (int(n) for n in config.detector.tiles.split("x"))
+        return TiledDetector(detector, cols, rows, config.detector.tile_overlap)  # type: ignore[return-value]
+    return detector
 
 
 def spool_path_for(config: RsuConfig) -> Path:

@@ -52,6 +52,13 @@ class DetectorConfig(StrictModel):
         "scored as both car and truck. Classes in no group are suppressed only within the class",
     )
     max_detections: int = Field(300, gt=0, description="most boxes kept per frame")
+    tiles: str | None = Field(
+        None,
+        pattern=r"^[1-9]x[1-9]$",
+        description="tiled inference for far or small road users: COLSxROWS overlapping crops "
+        "plus the whole frame, e.g. 2x2 (costs one inference per crop; see BENCHMARKS.md)",
+    )
+    tile_overlap: float = Field(0.2, ge=0.0, lt=0.9, description="overlap between crops")
     classes: list[RoadUserClass] = Field(
         default_factory=lambda: list(RoadUserClass), description="road-user classes to keep"
     )

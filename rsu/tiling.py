@@ -4,6 +4,9 @@ The detector runs on the whole frame and on a grid of overlapping crops; each cr
 letterboxed to the model's input on its own, so small vehicles are seen larger.  Boxes from
 the crops are shifted back into the frame, and everything is merged with the same grouped NMS
 as one pass would use.  Costs one extra inference per tile.
+
+In the RSU (``detector.tiles: 2x2``), the tiled detector stands in for the plain one.  Its
+letterbox, inference and decode of all passes are timed as the pipeline's inference stage.
 """
 
 from __future__ import annotations
@@ -29,11 +32,32 @@ class TiledDetector:
     def __init__(
         self, detector: Detector, cols: int, rows: int, overlap: float = 0.2, iou: float = 0.5
     ) -> None:
+        """``iou``: merge threshold across passes (a box cut by a tile edge still overlaps
+        the whole-frame box of the same vehicle by about this much)."""
         if cols < 1 or rows < 1 or not 0 <= overlap < 1:
             raise ValueError("tiles need cols, rows >= 1 and 0 <= overlap < 1")
         self.detector = detector
         self.cols, self.rows, self.overlap, self.iou = cols, rows, overlap, iou
         self.imgsz = detector.imgsz
+        self.config = detector.config
+        self.model_path = detector.model_path
+        self.class_names = detector.class_names
+
+    # The pipeline's stage interface: the whole tiled pass is one "inference".
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, None]:
+        return image, None
+
+    def infer(self, image: np.ndarray) -> Detections:
+        return self.detect(image)
+
+    def postprocess(self, output: Detections, box: None, shape: tuple[int, ...]) -> Detections:
+        return output
+
+    def passes_confidence(self, detections: Detections) -> np.ndarray:
+        return self.detector.passes_confidence(detections)
+
+    def warmup(self) -> float:
+        return self.detector.warmup() * (1 + self.cols * self.rows)
 
     def detect(self, image: np.ndarray) -> Detections:
         height, width = image.shape[:2]
