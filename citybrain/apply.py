@@ -101,6 +101,10 @@ def frame_increments(msg: FrameObjects, bin_ms: int) -> tuple[int, Counter[str]]
 def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]]:
     bin_start = msg.interval_start_ms // bin_ms * bin_ms
     incr: Counter[str] = Counter()
+    # How long the RSU watched: flow = counts / observed time.
+    incr[keys.counts_field(bin_start, msg.camera_id, "*", "observed_ms", "-")] += int(
+        msg.observed_s * 1000
+    )
     for lane in msg.lanes:
         for cls, n in lane.counts.items():
             incr[keys.counts_field(bin_start, msg.camera_id, lane.lane_id, "count", cls.value)] += n

@@ -42,6 +42,32 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from citybrain.auth import KeyStore, Role
+    from common.bus import connect
+
+    store = KeyStore(connect(_config(args).bus.redis_url))
+    if args.action == "create":
+        try:
+            role = Role.parse(args.role)
+        except ValueError as exc:
+            print(f"citybrain keys: error: {exc}", file=sys.stderr)
+            return 2
+        key, secret = store.create(args.name, role)
+        print(f"created key {key.key_id} ({key.name}, {key.role.name}); store it now, it is "
+              "not shown again:", file=sys.stderr)  # fmt: skip
+        print(secret)
+    elif args.action == "list":
+        for key in store.list():
+            print(f"{key.key_id}  {key.role.name:<8}  {key.name}")
+    else:
+        if not store.revoke(args.key_id):
+            print(f"citybrain keys: error: no key {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from citybrain.demo import DemoError, run_demo
     from common.redis_server import ServerUnavailableError
@@ -81,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", help="listen address (default 127.0.0.1)")
     api.add_argument("--port", type=int, help="listen port (default 8080)")
     api.set_defaults(func=_api)
+
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="make a key; prints it once")
+    create.add_argument("--role", required=True, help="viewer, operator or admin")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    listing = keys_sub.add_parser("list", help="key ids, roles and names (never secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    for p in (create, listing, revoke):
+        common(p)
+    keys.set_defaults(func=_keys)
 
     demo = sub.add_parser("demo", help="replay a clip end to end: RSU -> bus -> citybrain -> API")
     demo.add_argument("--scene", default="replay_data/intersection_beijing.yaml")

@@ -22,6 +22,9 @@ class IngestConfig(StrictModel):
         30_000, ge=100, description="take over entries another worker left pending this long"
     )
     claim_interval_s: float = Field(5.0, gt=0, description="how often to look for such entries")
+    lag_alert_s: float = Field(
+        30.0, gt=0, description="/health is degraded once the oldest unread entry is this old"
+    )
 
     def consumer_name(self) -> str:
         return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -71,6 +74,14 @@ class ApiConfig(StrictModel):
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8080, ge=0, le=65535, description="listen port")
     max_bins: int = Field(10_000, ge=1, description="most bins one counts query may return")
+    auth: bool = Field(
+        True,
+        description="require API keys (roles viewer, operator, admin). Off only for a local "
+        "demo: anyone who reaches the port can then change the registry",
+    )
+    live_window_s: int = Field(
+        300, ge=10, le=3600, description="live flow and counts cover this many seconds"
+    )
 
 
 class CitybrainConfig(StrictModel):

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from citybrain.auth import KeyStore, Role
+from common.bus import connect
 from common.redis_server import LocalRedisServer, free_port, redis_url_from_env
 
 
@@ -56,7 +58,7 @@ def _wait_ingested(
     while time.monotonic() < deadline:
         if ingest.poll() is not None:
             raise DemoError(f"the ingest worker exited with {ingest.returncode}")
-        health = httpx.get(f"{base}/health", timeout=5.0).json()
+        health = httpx.get(f"{base}/health", timeout=5.0).json()  # no key needed
         if health.get("ingest_unread") == 0 and health.get("ingest_pending") == 0:
             return health
         time.sleep(0.2)
@@ -75,13 +77,15 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def summarise(base: str) -> str:
-    rsus = httpx.get(f"{base}/rsus", timeout=5.0).json()
+def summarise(base: str, headers: dict[str, str]) -> str:
+    rsus = httpx.get(f"{base}/rsus", headers=headers, timeout=5.0).json()
     lines = [f"RSUs reporting: {rsus['total']}"]
     for item in rsus["items"]:
         rsu_id = item["rsu_id"]
-        state = httpx.get(f"{base}/rsus/{rsu_id}/state", timeout=5.0).json()
-        counts = httpx.get(f"{base}/rsus/{rsu_id}/counts", params={"lane_id": "*"}, timeout=5.0)
+        state = httpx.get(f"{base}/rsus/{rsu_id}/state", headers=headers, timeout=5.0).json()
+        counts = httpx.get(
+            f"{base}/rsus/{rsu_id}/counts", params={"lane_id": "*"}, headers=headers, timeout=5.0
+        )
         frames, observed = 0, Counter[str]()
         for b in counts.json()["bins"]:
             frames += b["frames"]
@@ -106,6 +110,30 @@ def summarise(base: str) -> str:
             f"    counted over the last hour: {frames} frames; mean road users per frame {mean}"
         )
     return "\n".join(lines)
+
+
+def _register_intersection(base: str, scene_path: str, headers: dict[str, str]) -> str | None:
+    """The replayed scene's lanes, grouped by approach, as an intersection (operator call)."""
+    from rsu.replay import load_scene
+
+    scene = load_scene(scene_path)
+    approaches: dict[str, list[dict[str, str]]] = {}
+    rsu_id = scene.rsu_id or scene.name
+    for lane in scene.lanes:
+        approaches.setdefault(lane.approach or "main", []).append(
+            {"rsu_id": rsu_id, "camera_id": scene.camera_id, "lane_id": lane.id}
+        )
+    if not approaches:
+        return None
+    body = {
+        "id": scene.name,
+        "name": scene.description,
+        "approaches": [{"name": name, "lanes": lanes} for name, lanes in approaches.items()],
+    }
+    reply = httpx.put(f"{base}/intersections/{scene.name}", json=body, headers=headers)
+    if reply.status_code not in (200, 201):
+        raise DemoError(f"registering the intersection failed: {reply.text}")
+    return scene.name
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -138,6 +166,13 @@ def run_demo(
         api = subprocess.Popen([py, "-m", "citybrain.cli", "api", "--port", str(port)], env=env)
         procs.append(api)
         _wait_http(f"{base}/health", api)
+        keys = KeyStore(connect(url))
+        _, viewer_key = keys.create("demo viewer", Role.viewer)
+        _, admin_key = keys.create("demo admin", Role.admin)
+        viewer = {"Authorization": f"Bearer {viewer_key}"}
+        intersection_id = _register_intersection(
+            base, scene, {"Authorization": f"Bearer {admin_key}"}
+        )
         replay_cmd = [py, "-m", "rsu.cli", "replay", "--scene", scene]
         if realtime:
             replay_cmd.append("--realtime")
@@ -155,15 +190,23 @@ def run_demo(
             f"{health.get('ingest_pending')} pending, "
             f"{health.get('dead_letters')} dead letters"
         )
-        print(summarise(base))
+        print(summarise(base, viewer))
         print()
+        print(f"API keys made for this demo: viewer {viewer_key}")
+        print(f"                             admin  {admin_key}")
         print("Try:")
-        print(f"  curl {base}/rsus")
-        rsus = httpx.get(f"{base}/rsus", timeout=5.0).json()["items"]
+        auth = f'-H "Authorization: Bearer {viewer_key}"'
+        print(f"  curl {auth} {base}/rsus")
+        rsus = httpx.get(f"{base}/rsus", headers=viewer, timeout=5.0).json()["items"]
         if rsus:
             rsu_id = rsus[0]["rsu_id"]
-            print(f"  curl {base}/rsus/{rsu_id}/state")
-            print(f"  curl '{base}/rsus/{rsu_id}/counts?bin=60'")
+            print(f"  curl {auth} {base}/rsus/{rsu_id}/state")
+            print(f"  curl {auth} {base}/rsus/{rsu_id}/lanes")
+            print(f"  curl {auth} '{base}/rsus/{rsu_id}/counts?bin=60'")
+            print(f"  curl {auth} '{base}/rsus/{rsu_id}/history?bin=60'")
+        if intersection_id:
+            print(f"  curl {auth} {base}/intersections/{intersection_id}/state")
+            print(f"  curl -N {auth} {base}/intersections/{intersection_id}/feed")
         sys.stdout.flush()
         if not exit_after:
             print("\nServing until Ctrl-C.", flush=True)

@@ -26,6 +26,7 @@ class CountBin:
     camera_id: str
     lane_id: str
     frames: int = 0
+    observed_ms: int = 0  # camera rows: time covered by the RSU's lane intervals
     observations: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     positive: dict[str, int] = field(default_factory=dict)
@@ -121,6 +122,8 @@ class TrafficState:
                 n = int(value)
                 if metric == "frames":
                     row.frames += n
+                elif metric == "observed_ms":
+                    row.observed_ms += n
                 elif metric == "obs":
                     row.observations[cls] = row.observations.get(cls, 0) + n
                 else:
@@ -140,3 +143,35 @@ class TrafficState:
             self.client, all_stream_keys(self.partitions), self.config.ingest.group
         )
         return {"unread": unread, "pending": pending}
+
+    def oldest_unread_age_ms(self) -> int | None:
+        """Age of the oldest entry the ingest group has not yet read, over all partitions.
+
+        Stream ids start with their server time in ms, so the first id after the group's
+        last-delivered id tells how far behind ingest is, in time.
+        """
+        streams = all_stream_keys(self.partitions)
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xinfo_groups(stream)
+        group = self.config.ingest.group.encode()
+        last: dict[str, bytes] = {}
+        for stream, groups in zip(streams, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, Exception):
+                continue
+            for g in groups:
+                name = g["name"] if isinstance(g["name"], bytes) else g["name"].encode()
+                if name == group:
+                    delivered = g["last-delivered-id"]
+                    last[stream] = delivered if isinstance(delivered, bytes) else delivered.encode()
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
+            start = b"(" + last[stream] if stream in last else b"-"
+            pipe.xrange(stream, min=start, max="+", count=1)
+        oldest = None
+        for entries in pipe.execute(raise_on_error=False):
+            if isinstance(entries, Exception) or not entries:
+                continue
+            stamp = int(_text(entries[0][0]).split("-")[0])
+            oldest = stamp if oldest is None else min(oldest, stamp)
+        return None if oldest is None else max(0, now_ms() - oldest)

@@ -75,3 +75,16 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     yield postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres_server_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def api_client(config, role: str = "admin", client=None, history=None):  # -> TestClient
+    """A TestClient of the API that sends a fresh API key of ``role``."""
+    from fastapi.testclient import TestClient
+
+    from citybrain.api import create_app
+    from citybrain.auth import KeyStore, Role
+
+    redis_client = client or redis.Redis.from_url(config.bus.redis_url)
+    _, secret = KeyStore(redis_client).create(f"test {role}", Role.parse(role))
+    app = create_app(config, redis_client, history=history)
+    return TestClient(app, headers={"Authorization": f"Bearer {secret}"})

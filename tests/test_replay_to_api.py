@@ -16,6 +16,7 @@ from citybrain.ingest import IngestWorker
 from common.bus import all_stream_keys
 from common.schemas import FrameObjects
 from rsu.replay import ReplaySummary, run_replay
+from tests.conftest import api_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = ROOT / "replay_data" / "intersection_beijing.yaml"
@@ -94,7 +95,7 @@ def test_api_serves_the_replayed_state(replayed, redis_url: str) -> None:
     config = CitybrainConfig.model_validate({"bus": {"redis_url": redis_url}})
     stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
     assert stats.applied == len(messages) and stats.dead_lettered == 0
-    api = TestClient(create_app(config))
+    api = api_client(config, "viewer")
 
     health = api.get("/health").json()
     assert health["status"] == "ok"
@@ -134,7 +135,7 @@ def test_api_serves_the_replayed_state(replayed, redis_url: str) -> None:
 
 def test_api_errors_are_problem_json(redis_url: str) -> None:
     config = CitybrainConfig.model_validate({"bus": {"redis_url": redis_url}})
-    api = TestClient(create_app(config))
+    api = api_client(config, "viewer")
     missing = api.get("/rsus/nobody/state")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -161,9 +162,9 @@ def test_api_errors_are_problem_json(redis_url: str) -> None:
 
 def test_api_reports_redis_down() -> None:
     config = CitybrainConfig.model_validate({"bus": {"redis_url": "redis://127.0.0.1:1/0"}})
-    api = TestClient(create_app(config))
+    api = TestClient(create_app(config), headers={"Authorization": "Bearer cbk_0a_secret"})
     assert api.get("/health").json()["status"] == "down"
-    unreachable = api.get("/rsus")
+    unreachable = api.get("/rsus")  # the key cannot even be checked: 503, not 401
     assert unreachable.status_code == 503
     assert unreachable.headers["content-type"] == "application/problem+json"
 

@@ -1,0 +1,90 @@
+"""Service routes: health for load balancers and operators, Prometheus metrics."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from citybrain.api.context import ApiContext, context
+from citybrain.api.models import HealthReport
+from citybrain.state import now_ms
+
+router = APIRouter(tags=["service"])
+
+
+def health_report(ctx: ApiContext) -> HealthReport:
+    try:
+        ctx.client.ping()
+    except redis.RedisError:
+        return HealthReport(
+            status="down", redis=False, ingest_unread=0, ingest_pending=0, dead_letters=0,
+            rsus=0, stale_cameras=0, problems=["Redis unreachable"],
+        )  # fmt: skip
+    state, config = ctx.state, ctx.config
+    lag = state.ingest_lag()
+    age_ms = state.oldest_unread_age_ms()
+    registry = state.registry()
+    now = now_ms()
+    stale_ms = config.state.stale_after_s * 1000
+    stale = sum(1 for cams in registry.values() for t in cams.values() if now - t > stale_ms)
+    problems = []
+    if age_ms is not None and age_ms > config.ingest.lag_alert_s * 1000:
+        problems.append(
+            f"ingest lagging: oldest unread entry is {age_ms / 1000:.1f} s old "
+            f"({lag['unread']} unread)"
+        )
+    history_ok = None
+    if ctx.history is not None:
+        try:
+            ctx.history.bins("-", 60, 0, 1)
+            history_ok = True
+        except Exception:  # any failure of the store means it is not usable
+            history_ok = False
+            problems.append("history store unreachable")
+    return HealthReport(
+        status="degraded" if problems else "ok",
+        redis=True,
+        history=history_ok,
+        ingest_unread=lag["unread"],
+        ingest_pending=lag["pending"],
+        oldest_unread_age_s=None if age_ms is None else round(age_ms / 1000, 3),
+        dead_letters=state.dead_letters(),
+        rsus=len(registry),
+        stale_cameras=stale,
+        problems=problems,
+    )
+
+
+@router.get("/health", response_model=HealthReport)
+def health(ctx: ApiContext = Depends(context)) -> HealthReport:
+    """No API key needed: load balancers and probes call it."""
+    return health_report(ctx)
+
+
+class _StateCollector:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        report = health_report(self.ctx)
+        for name, value, doc in (
+            ("citybrain_up", 1.0 if report.redis else 0.0, "Redis reachable"),
+            ("citybrain_ingest_unread", report.ingest_unread, "bus entries not yet read"),
+            ("citybrain_ingest_pending", report.ingest_pending, "entries read, not acked"),
+            ("citybrain_ingest_lag_seconds", report.oldest_unread_age_s or 0.0,
+             "age of the oldest unread bus entry"),
+            ("citybrain_dead_letters", report.dead_letters, "messages in dead-letter streams"),
+            ("citybrain_rsus", report.rsus, "RSUs that have reported"),
+            ("citybrain_stale_cameras", report.stale_cameras, "cameras silent too long"),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(ctx: ApiContext = Depends(context)) -> Response:
+    """Prometheus text format; no API key needed (scrape it from inside the cluster)."""
+    registry = CollectorRegistry()
+    registry.register(_StateCollector(ctx))  # type: ignore[arg-type]
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
