@@ -22,6 +22,9 @@ class IngestConfig(StrictModel):
         30_000, ge=100, description="take over entries another worker left pending this long"
     )
     claim_interval_s: float = Field(5.0, gt=0, description="how often to look for such entries")
+    max_message_bytes: int = Field(
+        1 << 20, ge=1024, description="larger messages are dead-lettered, not parsed"
+    )
     lag_alert_s: float = Field(
         30.0, gt=0, description="/health is degraded once the oldest unread entry is this old"
     )

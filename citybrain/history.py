@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.bus import redact_url
 from common.schemas import VEHICLE_CLASSES, LaneAggregates, RoadUserClass
 
 BIN_SIZES_S = (60, 300)
@@ -334,7 +335,7 @@ class PostgresHistory(_SqlStore):
                 for statement in _schema("DOUBLE PRECISION", "BIGINT"):
                     db.execute(statement)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout
-            raise HistoryError(f"cannot open PostgreSQL history {_redact(url)}: {exc}") from None
+            raise HistoryError(f"cannot open PostgreSQL history {redact_url(url)}: {exc}") from None
         self._insert, self._upsert_sql = self._insert_interval(), self._upsert()
 
     def write(self, rows: Sequence[LaneRow]) -> int:
@@ -381,16 +382,6 @@ class PostgresHistory(_SqlStore):
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def open_history(url: str) -> HistoryStore:

@@ -22,9 +22,9 @@ from citybrain.history import HistoryError, HistoryStore, open_history, rows_of
 from common.bus import (
     Delivery,
     StreamConsumer,
-    all_stream_keys,
     connect,
     dead_letter_key,
+    parse_stream,
     partition_tag,
 )
 from common.schemas import MessageError, decode_message
@@ -46,11 +46,6 @@ class IngestStats:
     history_failures: int = 0
 
 
-def _partition_of_stream(stream: str) -> int:
-    # st:{p3}:msgs -> 3
-    return int(stream.split("{p", 1)[1].split("}", 1)[0])
-
-
 class IngestWorker:
     def __init__(
         self,
@@ -66,7 +61,7 @@ class IngestWorker:
         ingest = config.ingest
         self.consumer = StreamConsumer(
             self.client,
-            all_stream_keys(config.bus.partitions),
+            config.bus.partitions,
             ingest.group,
             ingest.consumer_name(),
             batch=ingest.batch,
@@ -90,15 +85,25 @@ class IngestWorker:
             return 0
         by_partition: dict[int, list[tuple[AnyMessage, bytes]]] = {}
         valid: list[Delivery] = []
+        limit = self.config.ingest.max_message_bytes
         for delivery in deliveries:
-            partition = _partition_of_stream(delivery.stream)
+            partition, stream_rsu = parse_stream(delivery.stream) or (0, "")
             if delivery.payload is None:
                 self._dead_letter(delivery, partition, "entry has no 'm' payload field")
+                continue
+            if len(delivery.payload) > limit:
+                reason = f"message of {len(delivery.payload)} bytes exceeds {limit} bytes"
+                self._dead_letter(delivery, partition, reason)
                 continue
             try:
                 message = decode_message(delivery.payload)
             except MessageError as exc:
                 self._dead_letter(delivery, partition, str(exc))
+                continue
+            if message.rsu_id != stream_rsu:
+                # An RSU may only speak for itself: its credentials write its stream only.
+                reason = f"message from rsu_id {message.rsu_id!r} on the stream of {stream_rsu!r}"
+                self._dead_letter(delivery, partition, reason)
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
             valid.append(delivery)

@@ -13,7 +13,13 @@ import redis
 
 from citybrain import keys
 from citybrain.config import CitybrainConfig
-from common.bus import all_stream_keys, dead_letter_key, group_lag, partition_tag
+from common.bus import (
+    dead_letter_key,
+    discover_streams,
+    group_lag,
+    partition_tag,
+    trimmed_unread,
+)
 
 
 def now_ms() -> int:
@@ -140,9 +146,15 @@ class TrafficState:
     def ingest_lag(self) -> dict[str, int]:
         """Entries not yet read by the ingest group, and entries read but not yet acked."""
         unread, pending = group_lag(
-            self.client, all_stream_keys(self.partitions), self.config.ingest.group
+            self.client, discover_streams(self.client, self.partitions), self.config.ingest.group
         )
         return {"unread": unread, "pending": pending}
+
+    def lost_entries(self) -> int:
+        """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
+        return trimmed_unread(
+            self.client, discover_streams(self.client, self.partitions), self.config.ingest.group
+        )
 
     def oldest_unread_age_ms(self) -> int | None:
         """Age of the oldest entry the ingest group has not yet read, over all partitions.
@@ -150,7 +162,7 @@ class TrafficState:
         Stream ids start with their server time in ms, so the first id after the group's
         last-delivered id tells how far behind ingest is, in time.
         """
-        streams = all_stream_keys(self.partitions)
+        streams = discover_streams(self.client, self.partitions)
         pipe = self.client.pipeline(transaction=False)
         for stream in streams:
             pipe.xinfo_groups(stream)

@@ -1,23 +1,28 @@
-"""The message bus: Redis Streams, partitioned by RSU.
+"""The message bus: one Redis stream per RSU, grouped into partitions.
 
-RSU messages go to one of ``partitions`` streams chosen by a stable hash of the RSU id.  The
-partition is a Redis Cluster hash tag (``st:{p3}:msgs``), so a partition's stream, its
-dead-letter stream and the center's keys derived from it can live on one shard.
+Each RSU writes only its own stream, ``st:{p3}:rsu:<rsu_id>`` (so Redis ACLs can confine an
+RSU's credentials to it), and announces the stream in its partition's index set,
+``st:{p3}:index``.  The partition, a stable hash of the RSU id, is a Redis Cluster hash tag:
+a partition's streams, index, dead letters and the center's state keys share one shard.
 
-* :class:`StreamProducer` pipelines one XADD per message of a tick, trimmed with approximate
-  MAXLEN (retention is sized by the producer in entries; see ``BusConfig.maxlen``).
+* :class:`StreamProducer` pipelines one XADD per message of a tick, capped with approximate
+  MAXLEN.  The cap is sized in seconds of traffic: ``retention_s`` x ``max_msgs_per_s``.  It
+  bounds memory while ingest is down; entries trimmed before ingest read them are counted
+  (:func:`trimmed_unread`), and /health reports them, so the loss is never silent.
 * :class:`StreamConsumer` reads through a consumer group in batches: first its own pending
-  entries (a restarted consumer resumes what it had claimed), then new ones; every
+  entries (a restarted consumer resumes what it had claimed), then new ones.  Every
   ``claim_interval_s`` it takes over entries another consumer left pending longer than
-  ``claim_idle_ms`` (XAUTOCLAIM).  Acks are pipelined; a message that fails validation is
-  moved to the partition's dead-letter stream with the reason, atomically with its ack.
+  ``claim_idle_ms`` (XAUTOCLAIM), and it picks up new RSU streams from the index sets.  Acks
+  are pipelined.  A message that fails validation is moved to the partition's dead-letter
+  stream with the reason, atomically with its ack.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -26,18 +31,31 @@ from pydantic import Field
 from common.config import StrictModel
 
 PAYLOAD_FIELD = b"m"
+RSU_ID_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
+_STREAM_RE = re.compile(r"^st:\{p(\d+)\}:rsu:(" + RSU_ID_PATTERN + r")$")
 
 
 class BusConfig(StrictModel):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis/Valkey URL; $REDIS_URL overrides it"
     )
-    partitions: int = Field(8, ge=1, le=4096, description="number of partition streams")
-    maxlen: int = Field(
-        200_000,
-        ge=1000,
-        description="approximate entries kept per partition stream (size it in seconds of traffic)",
+    partitions: int = Field(8, ge=1, le=4096, description="number of partitions (hash tags)")
+    retention_s: int = Field(
+        600,
+        ge=10,
+        description="seconds of one RSU's traffic its stream keeps while ingest is behind or "
+        "down; longer outages trim unread entries (counted and reported in /health)",
     )
+    max_msgs_per_s: int = Field(
+        40, ge=1, description="most messages per second one RSU sends (30 fps frames, plus)"
+    )
+    maxlen: int | None = Field(
+        None, ge=100, description="entries kept per RSU stream; default retention_s x rate"
+    )
+
+    @property
+    def stream_cap(self) -> int:
+        return self.maxlen or self.retention_s * self.max_msgs_per_s
 
 
 def partition_of(rsu_id: str, partitions: int) -> int:
@@ -48,16 +66,48 @@ def partition_tag(partition: int) -> str:
     return f"{{p{partition}}}"
 
 
-def stream_key(partition: int) -> str:
-    return f"st:{partition_tag(partition)}:msgs"
+def stream_key(rsu_id: str, partitions: int) -> str:
+    return f"st:{partition_tag(partition_of(rsu_id, partitions))}:rsu:{rsu_id}"
+
+
+def index_key(partition: int) -> str:
+    return f"st:{partition_tag(partition)}:index"
 
 
 def dead_letter_key(partition: int) -> str:
     return f"st:{partition_tag(partition)}:dead"
 
 
-def all_stream_keys(partitions: int) -> list[str]:
-    return [stream_key(p) for p in range(partitions)]
+def parse_stream(stream: str) -> tuple[int, str] | None:
+    """(partition, rsu id) of an RSU stream key, or None for anything else."""
+    match = _STREAM_RE.match(stream)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def discover_streams(client: redis.Redis, partitions: int) -> list[str]:
+    """Every RSU stream announced in the index sets.  Members that are not an RSU stream of
+    that very partition (a producer's mistake, or mischief) are ignored."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.smembers(index_key(p))
+    streams = []
+    for p, members in enumerate(pipe.execute()):
+        for member in members:
+            name = member.decode() if isinstance(member, bytes) else member
+            parsed = parse_stream(name)
+            if parsed and parsed[0] == p and partition_of(parsed[1], partitions) == p:
+                streams.append(name)
+    return sorted(streams)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, for logs and error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0] if ":" in credentials else ""
+    return f"{scheme}://{user}:***@{host}"
 
 
 def connect(url: str, **kwargs: object) -> redis.Redis:
@@ -77,19 +127,23 @@ class StreamProducer:
         self._config = config
 
     def stream_for(self, rsu_id: str) -> str:
-        return stream_key(partition_of(rsu_id, self._config.partitions))
+        return stream_key(rsu_id, self._config.partitions)
 
     def publish(self, messages: Sequence[tuple[str, bytes]]) -> list[bytes]:
         """Publish ``(rsu_id, payload)`` pairs in one round trip; returns the stream ids."""
         pipe = self._client.pipeline(transaction=False)
+        announced: set[str] = set()
         for rsu_id, payload in messages:
+            stream = self.stream_for(rsu_id)
             pipe.xadd(
-                self.stream_for(rsu_id),
-                {PAYLOAD_FIELD: payload},
-                maxlen=self._config.maxlen,
-                approximate=True,
+                stream, {PAYLOAD_FIELD: payload}, maxlen=self._config.stream_cap, approximate=True
             )
-        return pipe.execute()
+            announced.add(rsu_id)
+        for rsu_id in announced:  # cheap when already there; restores a lost index
+            pipe.sadd(
+                index_key(partition_of(rsu_id, self._config.partitions)), self.stream_for(rsu_id)
+            )
+        return pipe.execute()[: len(messages)]
 
 
 @dataclass(frozen=True)
@@ -103,7 +157,7 @@ class StreamConsumer:
     def __init__(
         self,
         client: redis.Redis,
-        streams: Iterable[str],
+        partitions: int,
         group: str,
         consumer: str,
         *,
@@ -111,18 +165,21 @@ class StreamConsumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         claim_interval_s: float = 5.0,
+        discover_interval_s: float = 2.0,
     ) -> None:
         self._client = client
-        self.streams = list(streams)
+        self.partitions = partitions
+        self.streams: list[str] = []
         self.group = group
         self.consumer = consumer
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
-        # Start by re-reading our own pending entries: a restart resumes unacked work.
-        self._backlog = {s: b"0" for s in self.streams}
+        self.discover_interval_s = discover_interval_s
+        self._backlog: dict[str, bytes] = {}
         self._next_claim = 0.0
+        self._next_discovery = 0.0
         self.claimed_total = 0
 
     def rewind(self) -> None:
@@ -130,16 +187,28 @@ class StreamConsumer:
         self._backlog = {s: b"0" for s in self.streams}
 
     def ensure_groups(self) -> None:
-        """Create the group on every stream; a new group starts at the beginning (id 0)."""
-        for stream in self.streams:
+        """Pick up RSU streams announced since the last look; a new stream's group starts at
+        its beginning (id 0), and our own pending entries on it are re-read first."""
+        self._next_discovery = time.monotonic() + self.discover_interval_s
+        known = set(self.streams)
+        for stream in discover_streams(self._client, self.partitions):
+            if stream in known:
+                continue
             try:
                 self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+            self.streams.append(stream)
+            self._backlog[stream] = b"0"
 
     def read(self) -> list[Delivery]:
         """Next batch: own pending first, then stale entries of others, then new entries."""
+        if time.monotonic() >= self._next_discovery:
+            self.ensure_groups()
+        if not self.streams:
+            time.sleep(self.block_ms / 1000)
+            return []
         if self._backlog:
             deliveries = self._read_ids(self._backlog, block=False)
             if deliveries:
@@ -227,6 +296,52 @@ class StreamConsumer:
         """Entries not yet delivered to the group plus entries delivered but not acked."""
         unread, pending = group_lag(self._client, self.streams, self.group)
         return unread + pending
+
+
+def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> int:
+    """Entries the cap trimmed before ``group`` read them: data lost to a too-long outage.
+
+    When trimming passed the group's last-delivered id (the first entry left is newer), every
+    entry still in the stream is unread, so the lost ones are those added, less those read,
+    less those left.
+    """
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_stream(stream)
+        pipe.xinfo_groups(stream)
+    results = pipe.execute(raise_on_error=False)
+    lost = 0
+    wanted = group.encode()
+    for info, groups in zip(results[0::2], results[1::2], strict=True):
+        if isinstance(info, Exception) or isinstance(groups, Exception):
+            continue
+        mine = next(
+            (
+                g
+                for g in groups
+                if (g["name"] if isinstance(g["name"], bytes) else g["name"].encode()) == wanted
+            ),
+            None,
+        )
+        if mine is None:
+            continue
+        first = info.get("first-entry")
+        first_id = _id_tuple(first[0]) if first else None
+        delivered = _id_tuple(mine.get("last-delivered-id"))
+        read = mine.get("entries-read")
+        # Trimming (unlike XDEL) leaves max-deleted-entry-id alone: compare the first entry.
+        if first_id is None or delivered is None or first_id <= delivered or read is None:
+            continue
+        lost += max(0, int(info["entries-added"]) - int(read) - int(info["length"]))
+    return lost
+
+
+def _id_tuple(value: bytes | str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def group_lag(client: redis.Redis, streams: Sequence[str], group: str) -> tuple[int, int]:

@@ -56,8 +56,11 @@ class LocalRedisServer:
         data_dir: str | Path | None = None,
         binary: Path | None = None,
         extra_args: list[str] | None = None,
+        password: str | None = None,
     ) -> None:
+        """``password``: require it (the ``default`` user's); ``url`` then carries it."""
         self.binary = binary or find_server_binary()
+        self.password = password
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="v2x-redis-"))
@@ -67,7 +70,8 @@ class LocalRedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f"default:{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> LocalRedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,11 +85,14 @@ class LocalRedisServer:
             "--protected-mode", "yes",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "server.log"),
+            *(["--requirepass", self.password] if self.password else []),
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5
+        )
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from common.bus import BusConfig, StreamProducer, connect
+from common.bus import BusConfig, StreamProducer, connect, redact_url
 from common.schemas import FrameObjects, LaneAggregates, RsuHealth, encode_message
 from rsu.spool import Spool
 
@@ -24,6 +24,15 @@ DRAIN_BATCH = 500
 
 class PublishError(RuntimeError):
     pass
+
+
+def refused_credentials(exc: Exception) -> bool:
+    """A wrong password, or an ACL that does not allow this RSU's stream: a setup error,
+    not an outage (the RSU still spools, so no data is lost while it is fixed)."""
+    text = str(exc)
+    return (
+        isinstance(exc, redis.AuthenticationError) or "NOPERM" in text or ("No permissions" in text)
+    )
 
 
 class BusPublisher:
@@ -53,7 +62,7 @@ class BusPublisher:
         try:
             self.client.ping()
         except redis.RedisError as exc:
-            raise PublishError(f"cannot reach Redis at {self.config.redis_url}: {exc}") from None
+            raise PublishError(f"cannot reach Redis at {self.url}: {exc}") from None
 
     @property
     def spool_depth(self) -> int:
@@ -70,7 +79,7 @@ class BusPublisher:
             self.producer.publish(payloads)
         except redis.RedisError as exc:
             if self.spool is None:
-                raise PublishError(f"publishing to {self.config.redis_url} failed: {exc}") from None
+                raise PublishError(f"publishing to {self.url} failed: {exc}") from None
             self.spool.push(payloads)
             self._went_down(exc)
 
@@ -92,7 +101,7 @@ class BusPublisher:
             self.connected = True
             self.reconnects += 1
             self._backoff = self.retry_initial_s
-            log.warning("bus %s reachable again; spool drained", self.config.redis_url)
+            log.warning("bus %s reachable again; spool drained", self.url)
         return True
 
     def flush(self, timeout_s: float) -> bool:
@@ -104,9 +113,20 @@ class BusPublisher:
             time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic())))
         return True
 
+    @property
+    def url(self) -> str:
+        return redact_url(self.config.redis_url)
+
     def _went_down(self, exc: Exception) -> None:
         if self.connected:
-            log.warning("bus %s unreachable (%s); spooling", self.config.redis_url, exc)
+            if refused_credentials(exc):
+                log.error(
+                    "bus %s refuses this RSU's credentials (%s); spooling. The center issues "
+                    "them per RSU (POST /rsus/{rsu_id}/credentials): check bus.redis_url",
+                    self.url, exc,
+                )  # fmt: skip
+            else:
+                log.warning("bus %s unreachable (%s); spooling", self.url, exc)
         self.connected = False
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.retry_max_s)

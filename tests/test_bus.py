@@ -10,11 +10,14 @@ from common.bus import (
     BusConfig,
     StreamConsumer,
     StreamProducer,
-    all_stream_keys,
     dead_letter_key,
+    discover_streams,
     group_lag,
+    index_key,
+    parse_stream,
     partition_of,
     stream_key,
+    trimmed_unread,
 )
 
 
@@ -23,14 +26,18 @@ def producer(client: redis.Redis, partitions: int = 4) -> StreamProducer:
 
 
 def consumer(client: redis.Redis, name: str, partitions: int = 4, **kw: object) -> StreamConsumer:
-    c = StreamConsumer(client, all_stream_keys(partitions), "g", name, batch=10, block_ms=50, **kw)
+    c = StreamConsumer(client, partitions, "g", name, batch=10, block_ms=50, **kw)
     c.ensure_groups()
     return c
 
 
 def test_partition_is_stable_and_hash_tagged() -> None:
     assert partition_of("rsu-7", 8) == partition_of("rsu-7", 8)
-    assert stream_key(3) == "st:{p3}:msgs" and dead_letter_key(3) == "st:{p3}:dead"
+    p = partition_of("rsu-7", 8)
+    assert stream_key("rsu-7", 8) == f"st:{{p{p}}}:rsu:rsu-7"
+    assert parse_stream(stream_key("rsu-7", 8)) == (p, "rsu-7")
+    assert dead_letter_key(3) == "st:{p3}:dead" and index_key(3) == "st:{p3}:index"
+    assert parse_stream("st:{p3}:msgs") is None and parse_stream("cb:apikeys") is None
 
 
 def test_messages_published_before_the_group_exists_are_delivered(redis_client) -> None:
@@ -53,7 +60,7 @@ def test_restarted_consumer_resumes_its_own_pending_entries(redis_client) -> Non
         rest += batch
         again.ack(batch)
     assert len(rest) == 15
-    assert redis_client.xpending(stream_key(partition_of("rsu-a", 4)), "g")["pending"] == 0
+    assert redis_client.xpending(stream_key("rsu-a", 4), "g")["pending"] == 0
 
 
 def test_stale_pending_entries_are_claimed_by_another_consumer(redis_client) -> None:
@@ -80,7 +87,7 @@ def test_dead_letter_keeps_payload_and_reason_and_acks(redis_client) -> None:
     fields = entry[1]
     assert fields[b"reason"] == b"not JSON" and fields[b"m"] == b"garbage"
     assert fields[b"entry_id"] == delivery.entry_id
-    assert redis_client.xpending(stream_key(partition), "g")["pending"] == 0
+    assert redis_client.xpending(stream_key("rsu-a", 4), "g")["pending"] == 0
 
 
 def test_lag_counts_unread_and_pending(redis_client) -> None:
@@ -95,4 +102,31 @@ def test_lag_counts_unread_and_pending(redis_client) -> None:
 
 def test_lag_before_the_group_exists_is_the_whole_stream(redis_client) -> None:
     producer(redis_client, partitions=2).publish([("a", b"x"), ("b", b"y"), ("c", b"z")])
-    assert group_lag(redis_client, all_stream_keys(2), "nobody-yet") == (3, 0)
+    streams = discover_streams(redis_client, 2)
+    assert len(streams) == 3
+    assert group_lag(redis_client, streams, "nobody-yet") == (3, 0)
+
+
+def test_junk_in_an_index_is_ignored_and_new_streams_are_picked_up(redis_client) -> None:
+    redis_client.sadd(index_key(0), "cb:apikeys", "st:{p1}:rsu:elsewhere", "st:{p0}:rsu:bad id")
+    assert discover_streams(redis_client, 2) == []
+    c = consumer(redis_client, "c1", partitions=2, discover_interval_s=0.0)
+    assert c.read() == []
+    producer(redis_client, partitions=2).publish([("late-rsu", b"hello")])
+    (delivery,) = c.read()  # discovered on the next read
+    assert delivery.payload == b"hello" and parse_stream(delivery.stream)[1] == "late-rsu"
+
+
+def test_entries_trimmed_before_they_were_read_are_counted(redis_client) -> None:
+    small = StreamProducer(redis_client, BusConfig(partitions=1, maxlen=100))
+    c = consumer(redis_client, "c1", partitions=1)
+    small.publish([("r", b"x")] * 20)
+    c.ensure_groups()
+    c.ack(c.read())  # 10 read and acked
+    stream = stream_key("r", 1)
+    assert trimmed_unread(redis_client, [stream], "g") == 0
+    for _ in range(10):  # ingest "down": 500 more, far past the cap of 100
+        small.publish([("r", b"y")] * 50)
+    redis_client.xtrim(stream, maxlen=100, approximate=False)  # approximate trims lag
+    left = redis_client.xlen(stream)
+    assert left == 100 and trimmed_unread(redis_client, [stream], "g") == 520 - 10 - 100

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from common.bus import all_stream_keys
+from common.bus import discover_streams
 from rsu.replay import ReplaySummary, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,9 @@ def full_clip(redis_server) -> tuple[ReplaySummary, list[dict]]:
     client.flushall()
     summary = run_replay(SCENE, overrides={"bus": {"redis_url": redis_server.url}}, progress=False)
     messages = [
-        orjson.loads(fields[b"m"]) for s in all_stream_keys(8) for _, fields in client.xrange(s)
+        orjson.loads(fields[b"m"])
+        for s in discover_streams(client, 8)
+        for _, fields in client.xrange(s)
     ]
     client.close()
     return summary, messages

@@ -228,14 +228,27 @@ def test_lane_aggregates_and_health_reach_counts_and_state(
     assert camera["health"]["detail"] == "camera stream lost"
 
 
-def test_entry_without_payload_field_is_dead_lettered_not_lost(
+def test_bad_entries_are_dead_lettered_with_their_reason_not_lost(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
+    from common.bus import index_key, partition_of
+
     config, _ = config_for(redis_url, tmp_path)
-    stream = StreamProducer(redis_client, config.bus).stream_for("rsu-f")
+    producer = StreamProducer(redis_client, config.bus)
+    stream = producer.stream_for("rsu-f")
+    redis_client.sadd(index_key(partition_of("rsu-f", config.bus.partitions)), stream)
     redis_client.xadd(stream, {b"data": b"from a foreign producer"})
+    # rsu-f speaking for rsu-a on its own stream: an RSU may only speak for itself.
+    forged = make_frames("rsu-a", 1, seed=9)[0]
+    producer.publish([("rsu-f", encode_message(forged))])
+    huge = b'{"kind": "frame", "pad": "' + b"x" * (config.ingest.max_message_bytes + 1) + b'"}'
+    producer.publish([("rsu-f", huge)])
     stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
-    assert stats.dead_lettered == 1 and stats.applied == 0
-    (entry,) = redis_client.xrange(stream.replace(":msgs", ":dead"))
-    assert entry[1][b"reason"] == b"entry has no 'm' payload field"
+    assert stats.dead_lettered == 3 and stats.applied == 0
+    dead = [e[1] for e in redis_client.xrange(stream.split(":rsu:")[0] + ":dead")]
+    reasons = [d[b"reason"].decode() for d in dead]
+    assert reasons[0] == "entry has no 'm' payload field"
+    assert reasons[1] == "message from rsu_id 'rsu-a' on the stream of 'rsu-f'"
+    assert reasons[2].startswith(f"message of {len(huge)} bytes exceeds")
     assert TrafficState(redis_client, config).ingest_lag() == {"unread": 0, "pending": 0}
+    assert TrafficState(redis_client, config).cameras("rsu-a") == {}

@@ -14,7 +14,7 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.bus import all_stream_keys
+from common.bus import discover_streams
 from common.datadir import resolve_asset
 from common.redis_server import free_port
 from tests.mjpeg_camera import MjpegCamera
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def messages(client: redis.Redis) -> list[dict]:
-    return [orjson.loads(f[b"m"]) for s in all_stream_keys(8) for _, f in client.xrange(s)]
+    return [orjson.loads(f[b"m"]) for s in discover_streams(client, 8) for _, f in client.xrange(s)]
 
 
 def wait_for(condition, timeout_s: float = 60.0, what: str = "") -> None:

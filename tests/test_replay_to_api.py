@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from citybrain.api import create_app
 from citybrain.config import CitybrainConfig
 from citybrain.ingest import IngestWorker
-from common.bus import all_stream_keys
+from common.bus import discover_streams
 from common.schemas import FrameObjects
 from rsu.replay import ReplaySummary, run_replay
 from tests.conftest import api_client
@@ -47,7 +47,7 @@ def replayed(redis_url: str) -> tuple[ReplaySummary, list[dict]]:
     )
     client = redis.Redis.from_url(redis_url)
     messages = []
-    for stream in all_stream_keys(8):
+    for stream in discover_streams(client, 8):
         for _, fields in client.xrange(stream):
             messages.append(orjson.loads(fields[b"m"]))
     client.close()

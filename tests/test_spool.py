@@ -11,7 +11,7 @@ import redis
 from citybrain.config import CitybrainConfig
 from citybrain.ingest import IngestWorker
 from citybrain.state import TrafficState
-from common.bus import BusConfig, all_stream_keys
+from common.bus import BusConfig, discover_streams
 from common.redis_server import LocalRedisServer
 from common.schemas import RsuHealth, decode_message
 from rsu.publisher import BusPublisher
@@ -55,7 +55,7 @@ def durable_server(tmp_path: Path) -> LocalRedisServer:
 def stream_seqs(url: str, kind: str) -> list[int]:
     client = redis.Redis.from_url(url)
     seqs = []
-    for stream in all_stream_keys(8):
+    for stream in discover_streams(client, 8):
         for _, fields in client.xrange(stream):
             msg = decode_message(fields[b"m"])
             if msg.kind == kind:
@@ -106,7 +106,7 @@ def test_replay_survives_a_redis_crash_and_every_frame_arrives_once(tmp_path: Pa
         replay.start()
         client = redis.Redis.from_url(server.url)
         deadline = time.monotonic() + 60
-        while sum(client.xlen(s) for s in all_stream_keys(8)) < 20:
+        while sum(client.xlen(s) for s in discover_streams(client, 8)) < 20:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         server.kill()  # mid-replay, as a crash

@@ -34,6 +34,11 @@ class HealthReport(BaseModel):
         None, description="age of the oldest entry ingest has not read: the lag in seconds"
     )
     dead_letters: int = Field(description="invalid messages set aside in dead-letter streams")
+    lost_entries: int = Field(
+        0,
+        description="bus entries trimmed before ingest read them (an outage longer than "
+        "bus.retention_s)",
+    )
     rsus: int
     stale_cameras: int
     problems: list[str] = Field(default_factory=list)
@@ -190,3 +195,11 @@ class NewKey(KeyOut):
 class KeyRequest(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w .@\-]+$")
     role: str = Field(pattern="^(viewer|operator|admin)$")
+
+
+class BusCredentials(BaseModel):
+    rsu_id: str
+    username: str = Field(description="Redis ACL user: put it into the RSU's bus.redis_url")
+    password: str = Field(description="shown this once; store it in the RSU's config now")
+    stream: str = Field(description="the only key these credentials can write")
+    partitions: int = Field(description="the RSU's bus.partitions must be this")

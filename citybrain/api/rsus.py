@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from citybrain.api.context import ApiContext, context, operator, viewer
 from citybrain.api.models import (
+    BusCredentials,
     CameraState,
     CameraSummary,
     CountBinOut,
@@ -23,11 +24,13 @@ from citybrain.api.models import (
     dt_of,
     ms_of,
 )
+from citybrain.bus_acl import issue_rsu_credentials, revoke_rsu_credentials
 from citybrain.history import BIN_SIZES_S
 from citybrain.intersections import ID_PATTERN
 from citybrain.lane_state import rsu_lane_states
 from citybrain.registry import RsuInfo
 from citybrain.state import now_ms
+from common.bus import stream_key
 
 router = APIRouter(prefix="/rsus", tags=["rsus"])
 
@@ -120,6 +123,34 @@ def unregister_rsu(rsu_id: str = RsuPath, ctx: ApiContext = Depends(context)) ->
     """Forget what is registered about the RSU (its data stays until it expires)."""
     if not ctx.registry.delete(rsu_id):
         raise HTTPException(404, f"RSU {rsu_id!r} is not registered")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{rsu_id}/credentials",
+    response_model=BusCredentials,
+    status_code=201,
+    dependencies=[Depends(operator)],
+)
+def issue_credentials(rsu_id: str = RsuPath, ctx: ApiContext = Depends(context)) -> BusCredentials:
+    """New bus credentials for the RSU (operator): a Redis user that can only append to this
+    RSU's stream. Any earlier password of the RSU stops working. Shown once."""
+    credentials = issue_rsu_credentials(ctx.client, rsu_id, ctx.config.bus.partitions)
+    user, password = credentials.split(":", 1)
+    return BusCredentials(
+        rsu_id=rsu_id,
+        username=user,
+        password=password,
+        stream=stream_key(rsu_id, ctx.config.bus.partitions),
+        partitions=ctx.config.bus.partitions,
+    )
+
+
+@router.delete("/{rsu_id}/credentials", status_code=204, dependencies=[Depends(operator)])
+def revoke_credentials(rsu_id: str = RsuPath, ctx: ApiContext = Depends(context)) -> Response:
+    """Revoke the RSU's bus credentials: it can no longer publish (it spools meanwhile)."""
+    if not revoke_rsu_credentials(ctx.client, rsu_id):
+        raise HTTPException(404, f"RSU {rsu_id!r} has no bus credentials")
     return Response(status_code=204)
 
 

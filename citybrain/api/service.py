@@ -30,6 +30,12 @@ def health_report(ctx: ApiContext) -> HealthReport:
     stale_ms = config.state.stale_after_s * 1000
     stale = sum(1 for cams in registry.values() for t in cams.values() if now - t > stale_ms)
     problems = []
+    lost = state.lost_entries()
+    if lost:
+        problems.append(
+            f"{lost} bus entries were trimmed before ingest read them: ingest was down longer "
+            f"than bus.retention_s ({config.bus.retention_s} s) covers"
+        )
     if age_ms is not None and age_ms > config.ingest.lag_alert_s * 1000:
         problems.append(
             f"ingest lagging: oldest unread entry is {age_ms / 1000:.1f} s old "
@@ -50,6 +56,7 @@ def health_report(ctx: ApiContext) -> HealthReport:
         ingest_unread=lag["unread"],
         ingest_pending=lag["pending"],
         oldest_unread_age_s=None if age_ms is None else round(age_ms / 1000, 3),
+        lost_entries=lost,
         dead_letters=state.dead_letters(),
         rsus=len(registry),
         stale_cameras=stale,
@@ -76,6 +83,7 @@ class _StateCollector:
             ("citybrain_ingest_lag_seconds", report.oldest_unread_age_s or 0.0,
              "age of the oldest unread bus entry"),
             ("citybrain_dead_letters", report.dead_letters, "messages in dead-letter streams"),
+            ("citybrain_ingest_lost", report.lost_entries, "entries trimmed unread"),
             ("citybrain_rsus", report.rsus, "RSUs that have reported"),
             ("citybrain_stale_cameras", report.stale_cameras, "cameras silent too long"),
         ):  # fmt: skip
