@@ -1,7 +1,8 @@
 """Bus credentials for RSUs: a Redis ACL user per RSU that can only append to its own stream.
 
 ``rsu.<rsu_id>`` may XADD to ``st:{pK}:rsu:<rsu_id>`` and nothing else, may add members to
-its partition's index set (a selector: SADD, on that key only), and may PING.  It cannot read
+its partition's index set (a selector: SADD, on that key only), may PING, and may read the
+Cluster slot map and command table that a Cluster client needs.  It cannot read
 any key, so a stolen RSU password reveals nothing and can only add data under that RSU's
 name: ingest dead-letters a message whose rsu_id is not its stream's.
 
@@ -31,6 +32,8 @@ def rsu_rules(rsu_id: str, partitions: int, password: str) -> list[str]:
     return [
         "reset", "on", f">{password}", "resetchannels",
         f"~{stream}", "+xadd", "+ping", "+client|setinfo",
+        # What a Cluster client asks on connecting: the slot map and the command table.
+        "+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command",
         f"(~{index} +sadd)",
     ]  # fmt: skip
 

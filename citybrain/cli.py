@@ -46,7 +46,7 @@ def _keys(args: argparse.Namespace) -> int:
     from citybrain.auth import KeyStore, Role
     from common.bus import connect
 
-    store = KeyStore(connect(_config(args).bus.redis_url))
+    store = KeyStore(connect(_config(args).bus.redis_url, _config(args).bus.cluster))
     if args.action == "create":
         try:
             role = Role.parse(args.role)

@@ -57,7 +57,7 @@ class IngestWorker:
         if history is None and config.history.enabled:
             history = open_history(config.history.url)
         self.history = history
-        self.client = client or connect(config.bus.redis_url)
+        self.client = client or connect(config.bus.redis_url, config.bus.cluster)
         ingest = config.ingest
         self.consumer = StreamConsumer(
             self.client,

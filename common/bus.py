@@ -31,6 +31,7 @@ from pydantic import Field
 from common.config import StrictModel
 
 PAYLOAD_FIELD = b"m"
+CLUSTER_POLL_MS = 10  # how often a Cluster consumer with nothing to do looks again
 RSU_ID_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
 _STREAM_RE = re.compile(r"^st:\{p(\d+)\}:rsu:(" + RSU_ID_PATTERN + r")$")
 
@@ -51,6 +52,9 @@ class BusConfig(StrictModel):
     )
     maxlen: int | None = Field(
         None, ge=100, description="entries kept per RSU stream; default retention_s x rate"
+    )
+    cluster: bool = Field(
+        False, description="redis_url names a node of a Redis Cluster (one partition per slot)"
     )
 
     @property
@@ -110,15 +114,14 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def connect(url: str, **kwargs: object) -> redis.Redis:
-    """A client with sane timeouts; decode_responses stays off (payloads are bytes)."""
-    options: dict[str, object] = {
-        "socket_connect_timeout": 5.0,
-        "socket_keepalive": True,
-        "health_check_interval": 30,
-    }
+def connect(url: str, cluster: bool = False, **kwargs: object) -> redis.Redis:
+    """A client with sane timeouts; decode_responses stays off (payloads are bytes).
+    ``cluster``: a Redis Cluster client that finds every node from the one named."""
+    options: dict[str, object] = {"socket_connect_timeout": 5.0, "socket_keepalive": True}
     options.update(kwargs)
-    return redis.Redis.from_url(url, **options)
+    if cluster:
+        return redis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 class StreamProducer:
@@ -221,15 +224,32 @@ class StreamConsumer:
         return self._read_ids({s: b">" for s in self.streams}, block=True)
 
     def _read_ids(self, ids: dict[str, bytes], *, block: bool) -> list[Delivery]:
-        response = self._client.xreadgroup(
-            self.group,
-            self.consumer,
-            ids,
-            count=self.batch,
-            block=self.block_ms if block else None,
-        )
+        """XREADGROUP, one command per partition: a command's keys must share a Cluster slot.
+
+        The partitions are read without blocking, in one pipelined round trip.  Only when
+        all were empty does it wait for new entries: blocking on every stream at once on a
+        single server, polling on a Cluster (a blocked command could watch one slot only).
+        """
+        by_partition: dict[int, dict[str, bytes]] = {}
+        for stream, entry_id in ids.items():
+            parsed = parse_stream(stream)
+            by_partition.setdefault(parsed[0] if parsed else -1, {})[stream] = entry_id
+        pipe = self._client.pipeline(transaction=False)
+        for part in by_partition.values():
+            pipe.xreadgroup(self.group, self.consumer, part, count=self.batch)
+        responses = [r for reply in pipe.execute() for r in (reply or [])]
+        if not responses and block:
+            if isinstance(self._client, redis.RedisCluster):
+                time.sleep(min(self.block_ms, CLUSTER_POLL_MS) / 1000)
+            else:
+                responses = (
+                    self._client.xreadgroup(
+                        self.group, self.consumer, ids, count=self.batch, block=self.block_ms
+                    )
+                    or []
+                )
         got: dict[str, list[Delivery]] = {}
-        for stream_name, entries in response or []:
+        for stream_name, entries in responses:
             stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
             got[stream] = [_to_delivery(stream, e) for e in entries]
         if not block:

@@ -46,7 +46,7 @@ class BusPublisher:
     ) -> None:
         self.config = config
         self.client = client or connect(
-            config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
+            config.redis_url, config.cluster, socket_connect_timeout=1.0, socket_timeout=2.0
         )
         self.producer = StreamProducer(self.client, config)
         self.spool = spool

@@ -33,7 +33,7 @@ def create_app(
     client: redis.Redis | None = None,
     history: HistoryStore | None = None,
 ) -> FastAPI:
-    client = client or connect(config.bus.redis_url)
+    client = client or connect(config.bus.redis_url, config.bus.cluster)
     if history is None and config.history.enabled:
         history = open_history(config.history.url)
     app = FastAPI(
