@@ -44,6 +44,7 @@ class IngestStats:
     dead_lettered: int = 0
     history_rows: int = 0
     history_failures: int = 0
+    redis_failures: int = 0
 
 
 class IngestWorker:
@@ -144,6 +145,7 @@ class IngestWorker:
                 handled = self.step()
             except redis.ConnectionError as exc:
                 log.error("Redis unavailable (%s); retrying in 1 s", exc)
+                self.stats.redis_failures += 1
                 self.consumer.rewind()
                 time.sleep(1.0)
                 continue

@@ -14,11 +14,11 @@ import redis
 from citybrain import keys
 from citybrain.config import CitybrainConfig
 from common.bus import (
+    LossLedger,
     dead_letter_key,
     discover_streams,
     group_lag,
     partition_tag,
-    trimmed_unread,
 )
 
 
@@ -152,8 +152,8 @@ class TrafficState:
 
     def lost_entries(self) -> int:
         """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
-        return trimmed_unread(
-            self.client, discover_streams(self.client, self.partitions), self.config.ingest.group
+        return LossLedger(self.client).total(
+            discover_streams(self.client, self.partitions), self.config.ingest.group
         )
 
     def oldest_unread_age_ms(self) -> int | None:

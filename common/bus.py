@@ -184,6 +184,7 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_discovery = 0.0
         self.claimed_total = 0
+        self._losses = LossLedger(client)
 
     def rewind(self) -> None:
         """Re-read our own pending entries next: after a batch failed before its ack."""
@@ -204,6 +205,9 @@ class StreamConsumer:
                     raise
             self.streams.append(stream)
             self._backlog[stream] = b"0"
+        # Before anything new is read: a gap left by an outage is counted before it closes.
+        if self.streams:
+            self._losses.record(self.streams, self.group)
 
     def read(self) -> list[Delivery]:
         """Next batch: own pending first, then stale entries of others, then new entries."""
@@ -318,8 +322,9 @@ class StreamConsumer:
         return unread + pending
 
 
-def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> int:
-    """Entries the cap trimmed before ``group`` read them: data lost to a too-long outage.
+def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> dict[str, int]:
+    """Per stream, entries the cap trimmed before ``group`` read them, as of now: data lost to
+    an outage longer than the retention (streams without such a gap are left out).
 
     When trimming passed the group's last-delivered id (the first entry left is newer), every
     entry still in the stream is unread, so the lost ones are those added, less those read,
@@ -330,9 +335,9 @@ def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> i
         pipe.xinfo_stream(stream)
         pipe.xinfo_groups(stream)
     results = pipe.execute(raise_on_error=False)
-    lost = 0
+    lost: dict[str, int] = {}
     wanted = group.encode()
-    for info, groups in zip(results[0::2], results[1::2], strict=True):
+    for stream, info, groups in zip(streams, results[0::2], results[1::2], strict=True):
         if isinstance(info, Exception) or isinstance(groups, Exception):
             continue
         mine = next(
@@ -349,11 +354,69 @@ def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> i
         first_id = _id_tuple(first[0]) if first else None
         delivered = _id_tuple(mine.get("last-delivered-id"))
         read = mine.get("entries-read")
+        if read is None and delivered == (0, 0):
+            read = 0  # made at id 0 and never read: a group made after the trimming
         # Trimming (unlike XDEL) leaves max-deleted-entry-id alone: compare the first entry.
         if first_id is None or delivered is None or first_id <= delivered or read is None:
             continue
-        lost += max(0, int(info["entries-added"]) - int(read) - int(info["length"]))
+        gap = int(info["entries-added"]) - int(read) - int(info["length"])
+        if gap > 0:
+            lost[stream] = gap
     return lost
+
+
+LOSS_KEY = "cb:bus:lost"
+# fields "<stream>" -> "base:current". current is the gap now open (it only grows while the
+# group is behind); when the group reads past the gap, the gap closes and is added to base.
+_RECORD_LOSS = """
+for i = 1, #ARGV, 2 do
+  local stream, now = ARGV[i], tonumber(ARGV[i + 1])
+  local old = redis.call('HGET', KEYS[1], stream)
+  local base, cur = 0, 0
+  if old then
+    local sep = string.find(old, ':')
+    base, cur = tonumber(string.sub(old, 1, sep - 1)), tonumber(string.sub(old, sep + 1))
+  end
+  if now < cur then base = base + cur end
+  if now ~= cur or not old then
+    redis.call('HSET', KEYS[1], stream, base .. ':' .. now)
+  end
+end
+return 1
+"""
+
+
+class LossLedger:
+    """Keeps the count of trimmed-unread entries after the gap closes (once ingest reads past
+    a gap, the stream no longer shows it).  Ingest records what it sees every few seconds and
+    when it starts, so the total is a lower bound: entries trimmed within the last look and
+    read past before the next are missed."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._script = client.register_script(_RECORD_LOSS)
+
+    def record(self, streams: Sequence[str], group: str) -> None:
+        gaps = trimmed_unread(self.client, streams, group)
+        stored = self.client.hgetall(LOSS_KEY)
+        args: list[object] = []
+        for stream in streams:
+            if stream in gaps or stream.encode() in stored:
+                args += [stream, gaps.get(stream, 0)]
+        if args:
+            self._script(keys=[LOSS_KEY], args=args)
+
+    def total(self, streams: Sequence[str], group: str) -> int:
+        """Every entry known lost: closed gaps, plus open gaps as they are now."""
+        gaps = trimmed_unread(self.client, streams, group)
+        total = 0
+        seen: set[str] = set()
+        for name, value in self.client.hgetall(LOSS_KEY).items():
+            stream = name.decode() if isinstance(name, bytes) else name
+            base, current = (int(v) for v in value.decode().split(":"))
+            total += base + max(current, gaps.get(stream, 0))
+            seen.add(stream)
+        return total + sum(n for s, n in gaps.items() if s not in seen)
 
 
 def _id_tuple(value: bytes | str | None) -> tuple[int, int] | None:
