@@ -88,13 +88,15 @@ class _Batch:
 
 def frame_increments(msg: FrameObjects, bin_ms: int) -> tuple[int, Counter[str]]:
     bin_start = msg.captured_at_ms // bin_ms * bin_ms
+    # Count (lane, class) pairs first, then build each field once: a frame has tens of
+    # objects but only a handful of distinct pairs.
+    pairs = Counter((obj.lane_id, obj.category.value) for obj in msg.objects)
     incr: Counter[str] = Counter()
-    incr[keys.counts_field(bin_start, msg.camera_id, "*", "frames", "-")] += 1
-    for obj in msg.objects:
-        cls = obj.category.value
-        incr[keys.counts_field(bin_start, msg.camera_id, "*", "obs", cls)] += 1
-        if obj.lane_id:
-            incr[keys.counts_field(bin_start, msg.camera_id, obj.lane_id, "obs", cls)] += 1
+    incr[keys.counts_field(bin_start, msg.camera_id, "*", "frames", "-")] = 1
+    for (lane, cls), n in pairs.items():
+        incr[keys.counts_field(bin_start, msg.camera_id, "*", "obs", cls)] += n
+        if lane:
+            incr[keys.counts_field(bin_start, msg.camera_id, lane, "obs", cls)] += n
     return bin_start, incr
 
 

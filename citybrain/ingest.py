@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import redis
@@ -72,6 +73,8 @@ class IngestWorker:
         )
         self.writer = StateWriter(self.client, config.state)
         self.stats = IngestStats()
+        # RSU publish -> applied here, per frame message (the latest ones), for benchmarks.
+        self.publish_to_state_ms: deque[int] = deque(maxlen=200_000)
         self._stop = False
         crash = os.environ.get(CRASH_AFTER_APPLY_ENV)
         self._crash_after = int(crash) if crash else None
@@ -110,6 +113,10 @@ class IngestWorker:
             valid.append(delivery)
         for partition, messages in by_partition.items():
             result = self.writer.apply(partition_tag(partition), messages)
+            applied_at = int(time.time() * 1000)
+            self.publish_to_state_ms.extend(
+                applied_at - m.published_at_ms for m, _ in messages if m.kind == "frame"
+            )
             self.stats.applied += result.applied
             self.stats.duplicates += result.duplicates
         if self.history is not None:

@@ -194,8 +194,16 @@ def encode_message(msg: FrameObjects | LaneAggregates | RsuHealth) -> bytes:
 
 
 def decode_message(data: bytes) -> FrameObjects | LaneAggregates | RsuHealth:
+    """Parse and validate in one pass (pydantic-core reads the JSON itself) when the message
+    starts as our encoder writes it; otherwise, or on failure, look closer, to check the
+    version and give the dead-letter stream a precise reason."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"message too large: {len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    if data.startswith(b'{"v":1,'):  # as our encoder writes it: the version is there
+        try:
+            return _MESSAGE_ADAPTER.validate_json(data)
+        except ValidationError:
+            pass
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
