@@ -130,10 +130,11 @@ def ingest_config(url: str, partitions: int, batch: int, history: str) -> object
 
 
 def ingest_drain(url: str, partitions: int, batch: int, history: str, expected: int) -> float:
-    from citybrain.ingest import IngestWorker
+    from citybrain.ingest import IngestWorker, tune_gc
 
     worker = IngestWorker(ingest_config(url, partitions, batch, history))  # type: ignore[arg-type]
     worker.consumer.ensure_groups()
+    tune_gc()  # as IngestWorker.run() does
     start = time.perf_counter()
     while worker.stats.delivered < expected:
         if not worker.step():

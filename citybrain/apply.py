@@ -43,12 +43,15 @@ for _, op in ipairs(ops) do
       end
       redis.call('EXPIRE', counts, counts_ttl)
     end
-    local state = KEYS[op[5]]
-    local slot = op[6]
-    local current = redis.call('HGET', state, slot .. '_ts')
-    if (not current) or tonumber(current) < tonumber(op[7]) then
-      redis.call('HSET', state, slot .. '_ts', op[7], slot, ARGV[op[8]],
-                 slot .. '_ingested_ms', now_ms)
+    -- op[8] == 0: a newer message of the same camera and slot in this batch writes the state
+    if op[8] > 0 then
+      local state = KEYS[op[5]]
+      local slot = op[6]
+      local current = redis.call('HGET', state, slot .. '_ts')
+      if (not current) or tonumber(current) < tonumber(op[7]) then
+        redis.call('HSET', state, slot .. '_ts', op[7], slot, ARGV[op[8]],
+                   slot .. '_ingested_ms', now_ms)
+      end
     end
     redis.call('HSET', KEYS[op[9]], op[10], now_ms)
   end
@@ -90,7 +93,8 @@ def frame_increments(msg: FrameObjects, bin_ms: int) -> tuple[int, Counter[str]]
     bin_start = msg.captured_at_ms // bin_ms * bin_ms
     # Count (lane, class) pairs first, then build each field once: a frame has tens of
     # objects but only a handful of distinct pairs.
-    pairs = Counter((obj.lane_id, obj.category.value) for obj in msg.objects)
+    # (The class is a str enum: it joins into the field as its value, without .value.)
+    pairs = Counter([(obj.lane_id, obj.category) for obj in msg.objects])
     incr: Counter[str] = Counter()
     incr[keys.counts_field(bin_start, msg.camera_id, "*", "frames", "-")] = 1
     for (lane, cls), n in pairs.items():
@@ -119,6 +123,14 @@ def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]
     return bin_start, incr
 
 
+def _state_time(msg: AnyMessage) -> int:
+    if isinstance(msg, FrameObjects):
+        return msg.captured_at_ms
+    if isinstance(msg, LaneAggregates):
+        return msg.interval_start_ms
+    return msg.sent_at_ms
+
+
 class StateWriter:
     def __init__(self, client: redis.Redis, config: StateConfig) -> None:
         self.client = client
@@ -126,7 +138,7 @@ class StateWriter:
         self.bin_ms = config.bin_s * 1000
         self._script = client.register_script(APPLY_SCRIPT)
 
-    def _op(self, batch: _Batch, tag: str, msg: AnyMessage, payload: bytes) -> None:
+    def _op(self, batch: _Batch, tag: str, msg: AnyMessage, payload: bytes, newest: bool) -> None:
         seen = batch.key(
             keys.seen_key(tag, msg.kind, msg.rsu_id, msg.camera_id, msg.run_id, msg.seq)
         )
@@ -153,7 +165,7 @@ class StateWriter:
                 batch.key(keys.state_key(tag, msg.rsu_id, msg.camera_id)),
                 slot,
                 str(ts),
-                batch.body(payload),
+                batch.body(payload) if newest else 0,
                 batch.key(keys.registry_key(tag)),
                 f"{msg.rsu_id}{keys.FIELD_SEP}{msg.camera_id}",
             ]
@@ -164,8 +176,17 @@ class StateWriter:
         if not messages:
             return ApplyResult()
         batch = _Batch()
-        for msg, payload in messages:
-            self._op(batch, tag, msg, payload)
+        # Only the newest message per camera and slot can become the state: send only its
+        # body (a frame is kilobytes; a batch holds many frames of each camera).
+        newest: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for i, (msg, _) in enumerate(messages):
+            key = (msg.rsu_id, msg.camera_id, msg.kind)
+            stamp = _state_time(msg)
+            if key not in newest or stamp >= newest[key][0]:
+                newest[key] = (stamp, i)
+        winners = {i for _, i in newest.values()}
+        for i, (msg, payload) in enumerate(messages):
+            self._op(batch, tag, msg, payload, i in winners)
         args: list[object] = [
             self.config.counts_retention_s,
             self.config.dedup_ttl_s,

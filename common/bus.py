@@ -31,6 +31,7 @@ from pydantic import Field
 from common.config import StrictModel
 
 PAYLOAD_FIELD = b"m"
+MIN_PER_STREAM = 8  # entries read from each stream at least, however many streams
 CLUSTER_POLL_MS = 10  # how often a Cluster consumer with nothing to do looks again
 RSU_ID_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
 _STREAM_RE = re.compile(r"^st:\{p(\d+)\}:rsu:(" + RSU_ID_PATTERN + r")$")
@@ -238,9 +239,12 @@ class StreamConsumer:
         for stream, entry_id in ids.items():
             parsed = parse_stream(stream)
             by_partition.setdefault(parsed[0] if parsed else -1, {})[stream] = entry_id
+        # COUNT applies to each stream: spread the batch over them, so one read stays about
+        # ``batch`` entries however many RSUs there are (and none is starved).
+        per_stream = max(MIN_PER_STREAM, self.batch // max(1, len(ids)))
         pipe = self._client.pipeline(transaction=False)
         for part in by_partition.values():
-            pipe.xreadgroup(self.group, self.consumer, part, count=self.batch)
+            pipe.xreadgroup(self.group, self.consumer, part, count=per_stream)
         responses = [r for reply in pipe.execute() for r in (reply or [])]
         if not responses and block:
             if isinstance(self._client, redis.RedisCluster):
