@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench bench-ingest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ $(VENV)/.installed-models: $(STAMP)
 
 bench: $(VENV)/.installed-models
 	$(BIN)/python benchmarks/rsu_latency.py $(BENCH_ARGS)
+
+# Ingest and API under load (wrk is used when installed: apt-get install wrk).
+bench-ingest: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
