@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The tests train small forecasters: PyTorch's CPU build (on disk here, about 200 MB) is
+# enough; `make bench` replaces it with the build Ultralytics needs.
+TORCH ?= torch==2.13.0
+
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
@@ -14,7 +18,7 @@ export YOLO_AUTOINSTALL := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast]' $(TORCH)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +31,7 @@ test: $(STAMP)
 
 # Benchmarks compare against Ultralytics (PyTorch): installed here, not for demo or tests.
 $(VENV)/.installed-models: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,models]'
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,models]'
 	touch $@
 
 bench: $(VENV)/.installed-models

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
     keys.set_defaults(func=_keys)
 
+    from citybrain.forecast.commands import add_parser as add_forecast_parser
+
+    add_forecast_parser(sub)
+
     demo = sub.add_parser("demo", help="replay a clip end to end: RSU -> bus -> citybrain -> API")
     demo.add_argument("--scene", default="replay_data/intersection_beijing.yaml")
     demo.add_argument("--port", type=int, default=8080, help="API port (a free one if taken)")

@@ -1,0 +1,1 @@
+"""Traffic forecasting: data loading, the evaluation protocol, baselines and the LSTM model."""

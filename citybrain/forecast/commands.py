@@ -1,0 +1,208 @@
+"""``citybrain forecast train|eval``: fit the forecaster (and FC-LSTM), score them against
+the baselines in one run, export to ONNX for serving."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from citybrain.forecast.baselines import HistoricalAverage, last_value
+from citybrain.forecast.data import DataError, SeriesSet, load_long, load_wide_csv
+from citybrain.forecast.model import TrainConfig, Trained, predict, train
+from citybrain.forecast.protocol import Split, chronological_split, masked_metrics, window_starts
+
+
+def load_series(args: argparse.Namespace) -> SeriesSet:
+    path = Path(args.data)
+    fmt = args.format or ("long" if path.suffix == ".parquet" else "wide")
+    if fmt == "wide":
+        if not args.start or not args.interval:
+            raise DataError("wide CSV data needs --start (ISO time of row 0) and --interval (s)")
+        return load_wide_csv(path, args.start, args.interval, zero_is_missing=not args.keep_zeros)
+    return load_long(path, interval_s=args.interval)
+
+
+def load_adjacency(path: str | None, n: int) -> np.ndarray | None:
+    if not path:
+        return None
+    try:
+        matrix = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read adjacency {path}: {exc}") from None
+    if matrix.shape != (n, n):
+        raise DataError(f"adjacency {path} is {matrix.shape}, the data has {n} detectors")
+    return matrix
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    series = load_series(args)
+    split = chronological_split(len(series.values))
+    adjacency = load_adjacency(args.adjacency, series.values.shape[1])
+    config = TrainConfig(
+        n_in=args.n_in, n_out=args.n_out, epochs=args.epochs, seed=args.seed,
+        hidden=args.hidden, max_train_windows=args.max_train_windows,
+    )  # fmt: skip
+    models = {"forecaster": train("forecaster", series, split, config, adjacency)}
+    if not args.no_fc_lstm:
+        models["fc_lstm"] = train("fc_lstm", series, split, config)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    training = {
+        kind: {
+            "epochs": t.epochs_run,
+            "seconds": round(t.seconds, 1),
+            "parameters": t.parameters(),
+            "best_val_mae_normalised": round(t.best_val_mae, 4),
+        }
+        for kind, t in models.items()
+    }
+    data = {"interval_s": series.interval_s, "ids": series.ids, "rows": len(series.values)}
+    saved = {"data": data, "split": asdict(split), "training": training}
+    saved |= {kind: trained.state() for kind, trained in models.items()}
+    torch.save(saved, out)
+    onnx_path = export_onnx(models["forecaster"], out.with_suffix(".onnx"))
+    summary = {"checkpoint": str(out), "onnx": str(onnx_path), **training}
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
+def export_onnx(trained: Trained, path: Path) -> Path:
+    """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64)."""
+    import warnings
+
+    import torch
+
+    config = trained.config
+    n_features = trained.model.lstm.input_size - config.embedding
+    x = torch.zeros(2, config.n_in, n_features)
+    detector = torch.zeros(2, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            trained.model, (x, detector), str(path), dynamo=False,
+            input_names=["x", "detector"], output_names=["forecast"],
+            dynamic_axes={"x": {0: "batch"}, "detector": {0: "batch"}, "forecast": {0: "batch"}},
+        )  # fmt: skip
+    return path
+
+
+def load_trained(checkpoint: Path, kind: str) -> Trained:
+    import torch
+
+    from citybrain.forecast.model import build_fc_lstm, build_forecaster
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = saved[kind]
+    config = TrainConfig(**state["config"])
+    n = len(state["mean"])
+    adjacency = None if state["adjacency"] is None else np.asarray(state["adjacency"], np.float32)
+    if kind == "forecaster":
+        n_features = 6 + (adjacency is not None)
+        model = build_forecaster(n, n_features, config)
+    else:
+        model = build_fc_lstm(n, config)
+    model.load_state_dict(state["weights"])
+    model.eval()
+    return Trained(
+        kind, model, config, np.asarray(state["mean"], np.float32),
+        np.asarray(state["std"], np.float32), adjacency, 0, 0.0, float("nan"),
+    )  # fmt: skip
+
+
+def evaluate(
+    series: SeriesSet,
+    split: Split,
+    test_start: int,
+    models: dict[str, Trained],
+    n_in: int,
+    n_out: int,
+) -> dict[str, Any]:
+    starts = window_starts(test_start, len(series.values), n_in, n_out)
+    if not len(starts):
+        raise DataError(f"no test window: rows {test_start}..{len(series.values)} are too few")
+    hist = starts[:, None] + np.arange(-n_in, 0)[None, :]
+    rows = starts[:, None] + np.arange(n_out)[None, :]
+    target = series.values[rows]
+    average = HistoricalAverage(series, min(split.train_end, test_start))
+    results: dict[str, Any] = {}
+    for kind, trained in models.items():
+        name = "model" if kind == "forecaster" else kind
+        results[name] = masked_metrics(predict(trained, series, starts), target, series.interval_s)
+    results["last_value"] = masked_metrics(
+        last_value(series.values[hist], average.detector_mean, n_out), target, series.interval_s
+    )
+    results["historical_average"] = masked_metrics(average.predict(rows), target, series.interval_s)
+    results["windows"] = len(starts)
+    results["test_start_row"] = int(test_start)
+    return results
+
+
+def _eval(args: argparse.Namespace) -> int:
+    series = load_series(args)
+    split = chronological_split(len(series.values))
+    models = {"forecaster": load_trained(Path(args.checkpoint), "forecaster")}
+    with contextlib.suppress(KeyError):  # trained with --no-fc-lstm
+        models["fc_lstm"] = load_trained(Path(args.checkpoint), "fc_lstm")
+    config = models["forecaster"].config
+    if len(models["forecaster"].mean) != series.values.shape[1]:
+        raise DataError(
+            f"the checkpoint is for {len(models['forecaster'].mean)} detectors, "
+            f"the data has {series.values.shape[1]}"
+        )
+    test_start = args.test_start if args.test_start is not None else split.val_end
+    results = evaluate(series, split, test_start, models, config.n_in, config.n_out)
+    if not args.json:
+        for name in ("model", "fc_lstm", "last_value", "historical_average"):
+            if name in results:
+                r = results[name]
+                print(f"{name:<20} MAE 15/30/60 min {r.get('mae_15')}/{r.get('mae_30')}/"
+                      f"{r.get('mae_60')}  avg {r['mae_avg']}")  # fmt: skip
+    print(orjson.dumps(results).decode())
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    forecast = sub.add_parser("forecast", help="train and evaluate the flow forecaster")
+    actions = forecast.add_subparsers(dest="action", required=True)
+    for name, func in (("train", _train), ("eval", _eval)):
+        p = actions.add_parser(name)
+        p.add_argument("--data", required=True, help="wide CSV, or long Parquet/CSV")
+        p.add_argument("--format", choices=["wide", "long"], help="default: by file suffix")
+        p.add_argument("--start", help="wide data: ISO time of the first row")
+        p.add_argument("--interval", type=int, help="seconds per row (long: inferred)")
+        p.add_argument("--keep-zeros", action="store_true", help="wide: 0 is a reading")
+        p.set_defaults(func=_run(func))
+        if name == "train":
+            p.add_argument("--out", required=True, help="checkpoint to write (.pt; .onnx beside)")
+            p.add_argument("--adjacency", help="N x N CSV of detector weights")
+            p.add_argument("--epochs", type=int, default=30)
+            p.add_argument("--hidden", type=int, default=64)
+            p.add_argument("--n-in", type=int, default=12)
+            p.add_argument("--n-out", type=int, default=12)
+            p.add_argument("--seed", type=int, default=7)
+            p.add_argument("--max-train-windows", type=int, help="windows sampled per epoch")
+            p.add_argument("--no-fc-lstm", action="store_true", help="skip the FC-LSTM baseline")
+        else:
+            p.add_argument("--checkpoint", required=True)
+            p.add_argument("--test-start", type=int, help="first target row of the test windows")
+            p.add_argument("--json", action="store_true", help="only the JSON line")
+
+
+def _run(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except (DataError, ImportError) as exc:
+            print(f"citybrain forecast: error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
