@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -230,6 +231,57 @@ class _SqlStore:
             + ") ON CONFLICT DO NOTHING"
         )
 
+    _errors: type[Exception] | tuple[type[Exception], ...]
+
+    def _prepare(self) -> None:
+        self._insert, self._upsert_sql = self._insert_interval(), self._upsert()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:  # a connection inside one transaction
+        raise NotImplementedError
+        yield
+
+    def write(self, rows: Sequence[LaneRow]) -> int:
+        """Adds the rows not seen before, in one transaction; returns how many were new."""
+        new = 0
+        try:
+            with self._transaction() as db:
+                for row in rows:
+                    if db.execute(self._insert, _interval_values(row)).rowcount:
+                        new += 1
+                        for bin_s in BIN_SIZES_S:
+                            db.execute(self._upsert_sql, _bin_values(row, bin_s))
+        except self._errors as exc:
+            raise HistoryError(f"history write failed: {exc}") from None
+        return new
+
+    def bins(
+        self,
+        rsu_id: str,
+        bin_s: int,
+        since_ms: int,
+        until_ms: int,
+        camera_id: str | None = None,
+        lane_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[LaneBin]:
+        _check_bin(bin_s)
+        args: list[Any] = [bin_s, rsu_id, since_ms, until_ms]
+        args += [camera_id] if camera_id else []
+        args += [lane_id] if lane_id else []
+        query = self._select_bins(bool(camera_id), bool(lane_id))
+        try:
+            with self._transaction() as db:
+                records = db.execute(query, [*args, limit]).fetchall()
+        except self._errors as exc:
+            raise HistoryError(f"history read failed: {exc}") from None
+        return [_to_bin(r) for r in records]
+
+    def prune(self, before_ms: int) -> int:
+        query = self._sql("DELETE FROM lane_intervals WHERE interval_start_ms < ?")
+        with self._transaction() as db:
+            return int(db.execute(query, (before_ms,)).rowcount)
+
     def _select_bins(self, camera: bool, lane: bool) -> str:
         where = "bin_s = ? AND rsu_id = ? AND bin_start_ms >= ? AND bin_start_ms < ?"
         where += " AND camera_id = ?" if camera else ""
@@ -266,47 +318,13 @@ class SqliteHistory(_SqlStore):
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot open history database {self.path}: {exc}") from None
         self._lock = threading.Lock()  # the API reads from a thread pool
-        self._insert, self._upsert_sql = self._insert_interval(), self._upsert()
+        self._errors = sqlite3.Error
+        self._prepare()
 
-    def write(self, rows: Sequence[LaneRow]) -> int:
-        new = 0
-        with self._lock:
-            try:
-                with self._db:  # one transaction
-                    for row in rows:
-                        if self._db.execute(self._insert, _interval_values(row)).rowcount:
-                            new += 1
-                            for bin_s in BIN_SIZES_S:
-                                self._db.execute(self._upsert_sql, _bin_values(row, bin_s))
-            except sqlite3.Error as exc:
-                raise HistoryError(f"history write failed: {exc}") from None
-        return new
-
-    def bins(
-        self,
-        rsu_id: str,
-        bin_s: int,
-        since_ms: int,
-        until_ms: int,
-        camera_id: str | None = None,
-        lane_id: str | None = None,
-        limit: int = 10_000,
-    ) -> list[LaneBin]:
-        _check_bin(bin_s)
-        args: list[Any] = [bin_s, rsu_id, since_ms, until_ms]
-        args += [camera_id] if camera_id else []
-        args += [lane_id] if lane_id else []
-        with self._lock:
-            records = self._db.execute(
-                self._select_bins(bool(camera_id), bool(lane_id)), [*args, limit]
-            ).fetchall()
-        return [_to_bin(r) for r in records]
-
-    def prune(self, before_ms: int) -> int:
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         with self._lock, self._db:
-            return self._db.execute(
-                "DELETE FROM lane_intervals WHERE interval_start_ms < ?", (before_ms,)
-            ).rowcount
+            yield self._db
 
     def close(self) -> None:
         with self._lock:
@@ -325,7 +343,7 @@ class PostgresHistory(_SqlStore):
             from psycopg_pool import ConnectionPool
         except ImportError:
             raise HistoryError(
-                "PostgreSQL history needs the postgres extra: pip install 'v2x-citybrain[postgres]'"
+                "PostgreSQL history needs the center extra: pip install 'v2x-citybrain[center]'"
             ) from None
         self._errors = psycopg.Error
         try:
@@ -336,49 +354,12 @@ class PostgresHistory(_SqlStore):
                     db.execute(statement)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout
             raise HistoryError(f"cannot open PostgreSQL history {redact_url(url)}: {exc}") from None
-        self._insert, self._upsert_sql = self._insert_interval(), self._upsert()
+        self._prepare()
 
-    def write(self, rows: Sequence[LaneRow]) -> int:
-        new = 0
-        try:
-            with self._pool.connection() as db, db.transaction():
-                for row in rows:
-                    if db.execute(self._insert, _interval_values(row)).rowcount:
-                        new += 1
-                        for bin_s in BIN_SIZES_S:
-                            db.execute(self._upsert_sql, _bin_values(row, bin_s))
-        except self._errors as exc:
-            raise HistoryError(f"history write failed: {exc}") from None
-        return new
-
-    def bins(
-        self,
-        rsu_id: str,
-        bin_s: int,
-        since_ms: int,
-        until_ms: int,
-        camera_id: str | None = None,
-        lane_id: str | None = None,
-        limit: int = 10_000,
-    ) -> list[LaneBin]:
-        _check_bin(bin_s)
-        args: list[Any] = [bin_s, rsu_id, since_ms, until_ms]
-        args += [camera_id] if camera_id else []
-        args += [lane_id] if lane_id else []
-        try:
-            with self._pool.connection() as db:
-                records = db.execute(
-                    self._select_bins(bool(camera_id), bool(lane_id)), [*args, limit]
-                ).fetchall()
-        except self._errors as exc:
-            raise HistoryError(f"history read failed: {exc}") from None
-        return [_to_bin(r) for r in records]
-
-    def prune(self, before_ms: int) -> int:
-        with self._pool.connection() as db:
-            return db.execute(
-                "DELETE FROM lane_intervals WHERE interval_start_ms < %s", (before_ms,)
-            ).rowcount
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._pool.connection() as db, db.transaction():
+            yield db
 
     def close(self) -> None:
         self._pool.close()

@@ -13,13 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from citybrain.api.context import ApiContext, context, operator, viewer
 from citybrain.api.models import (
-    HistoryBinOut,
     HistoryOut,
     IntersectionList,
     IntersectionState,
-    dt_of,
 )
-from citybrain.api.rsus import time_range
+from citybrain.api.rsus import history_out, time_range
 from citybrain.history import BIN_SIZES_S
 from citybrain.intersections import ID_PATTERN, Intersection, intersection_state
 from citybrain.state import now_ms
@@ -130,22 +128,7 @@ def get_history(
             for b in ctx.history.bins(rsu_id, bin, since_ms, until_ms, limit=100_000)
             if (b.camera_id, b.lane_id) in lanes
         ]
-        out.append(
-            HistoryOut(
-                rsu_id=rsu_id,
-                since=dt_of(since_ms),
-                until=dt_of(until_ms),
-                bin_s=bin,
-                bins=[
-                    HistoryBinOut(
-                        start=dt_of(b.bin_start_ms),
-                        start_ms=b.bin_start_ms,
-                        **{k: v for k, v in b.__dict__.items() if k in HistoryBinOut.model_fields},
-                    )
-                    for b in bins
-                ],
-            )
-        )
+        out.append(history_out(rsu_id, since_ms, until_ms, bin, bins))
     return out
 
 

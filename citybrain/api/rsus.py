@@ -25,7 +25,7 @@ from citybrain.api.models import (
     ms_of,
 )
 from citybrain.bus_acl import issue_rsu_credentials, revoke_rsu_credentials
-from citybrain.history import BIN_SIZES_S
+from citybrain.history import BIN_SIZES_S, LaneBin
 from citybrain.intersections import ID_PATTERN
 from citybrain.lane_state import rsu_lane_states
 from citybrain.registry import RsuInfo
@@ -264,26 +264,23 @@ def rsu_history(
         raise HTTPException(400, f"bin must be one of {list(BIN_SIZES_S)}")
     since_ms, until_ms = time_range(since, until, bin, ctx.config.api.max_bins)
     bins = ctx.history.bins(rsu_id, bin, since_ms, until_ms, camera_id, lane_id, limit)
+    return history_out(rsu_id, since_ms, until_ms, bin, bins)
+
+
+def history_out(
+    rsu_id: str, since_ms: int, until_ms: int, bin_s: int, bins: list[LaneBin]
+) -> HistoryOut:
+    fields = set(HistoryBinOut.model_fields) - {"start", "start_ms"}
     return HistoryOut(
         rsu_id=rsu_id,
         since=dt_of(since_ms),
         until=dt_of(until_ms),
-        bin_s=bin,
+        bin_s=bin_s,
         bins=[
             HistoryBinOut(
                 start=dt_of(b.bin_start_ms),
                 start_ms=b.bin_start_ms,
-                camera_id=b.camera_id,
-                lane_id=b.lane_id,
-                approach=b.approach,
-                observed_s=b.observed_s,
-                counts=b.counts,
-                vehicles=b.vehicles,
-                flow_veh_h=b.flow_veh_h,
-                mean_speed_mps=b.mean_speed_mps,
-                occupancy=b.occupancy,
-                queue_max_vehicles=b.queue_max_vehicles,
-                queue_max_m=b.queue_max_m,
+                **{k: v for k, v in b.__dict__.items() if k in fields},
             )
             for b in bins
         ],
