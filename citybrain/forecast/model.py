@@ -8,8 +8,10 @@
   - time of day and day of week as sine/cosine pairs,
   - with an adjacency matrix, the weighted mean of the neighbours' normalised readings.
 - A learned per-detector embedding is appended to every step.
-- An LSTM reads the ``n_in`` steps, and a linear head maps its last state to ``n_out``
-  steps ahead, in normalised units.
+- An LSTM reads the ``n_in`` steps. A small MLP head maps its last state (and the
+  embedding) to the change from the last reading at each of the ``n_out`` steps ahead, in
+  normalised units. Predicting the change makes last value the starting point the model
+  learns to improve on.
 - Trained with masked MAE: a missing target contributes nothing.
 
 **FC-LSTM** (the DCRNN paper's baseline): one LSTM over the whole sensor vector per step,
@@ -51,6 +53,7 @@ class TrainConfig:
     lr: float = 2e-3
     seed: int = 7
     max_train_windows: int | None = None  # sample per epoch (speed); None = all
+    residual: bool = True  # predict the change from the last reading
 
 
 def features(series: SeriesSet, adjacency: np.ndarray | None, mean: np.ndarray, std: np.ndarray):
@@ -85,13 +88,21 @@ def build_forecaster(n_detectors: int, n_features: int, config: TrainConfig) -> 
             super().__init__()
             self.embed = nn.Embedding(n_detectors, config.embedding)
             self.lstm = nn.LSTM(n_features + config.embedding, config.hidden, batch_first=True)
-            self.head = nn.Linear(config.hidden, config.n_out)
+            self.head = nn.Sequential(
+                nn.Linear(config.hidden + config.embedding, config.hidden),
+                nn.ReLU(),
+                nn.Linear(config.hidden, config.n_out),
+            )
 
         def forward(self, x: Any, detector: Any) -> Any:
             # x [B, n_in, F], detector [B] -> [B, n_out]
-            e = self.embed(detector)[:, None, :].expand(-1, x.shape[1], -1)
+            embedding = self.embed(detector)
+            e = embedding[:, None, :].expand(-1, x.shape[1], -1)
             out, _ = self.lstm(torch.cat([x, e], dim=2))
-            return self.head(out[:, -1])
+            change = self.head(torch.cat([out[:, -1], embedding], dim=1))
+            if config.residual:  # a change from the last reading (0, the mean, if missing)
+                return x[:, -1, 0:1] + change
+            return change
 
     return Forecaster()
 
