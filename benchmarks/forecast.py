@@ -38,7 +38,7 @@ def run_dataset(name: str, series, adjacency, config, tmp: Path) -> dict:
         series, split, split.val_end, {"forecaster": forecaster, "fc_lstm": fc_lstm},
         config.n_in, config.n_out,
     )  # fmt: skip
-    onnx_path = export_onnx(forecaster, tmp / f"{name}.onnx")
+    onnx_path = export_onnx(forecaster, tmp / f"{name}.onnx", series.ids, series.interval_s)
     results["training"] = {
         "forecaster": {"seconds": round(forecaster.seconds, 1), "epochs": forecaster.epochs_run,
                        "parameters": forecaster.parameters(),

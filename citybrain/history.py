@@ -116,6 +116,10 @@ class HistoryStore(Protocol):
         """Deletes raw intervals that started before ``before_ms`` (bins are kept)."""
         ...
 
+    def rsus(self, since_ms: int) -> list[str]:
+        """RSUs with bins that start at or after ``since_ms``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -276,6 +280,14 @@ class _SqlStore:
         except self._errors as exc:
             raise HistoryError(f"history read failed: {exc}") from None
         return [_to_bin(r) for r in records]
+
+    def rsus(self, since_ms: int) -> list[str]:
+        query = self._sql("SELECT DISTINCT rsu_id FROM lane_bins WHERE bin_start_ms >= ?")
+        try:
+            with self._transaction() as db:
+                return sorted(r[0] for r in db.execute(query, (since_ms,)).fetchall())
+        except self._errors as exc:
+            raise HistoryError(f"history read failed: {exc}") from None
 
     def prune(self, before_ms: int) -> int:
         query = self._sql("DELETE FROM lane_intervals WHERE interval_start_ms < ?")

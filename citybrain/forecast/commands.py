@@ -69,14 +69,18 @@ def _train(args: argparse.Namespace) -> int:
     saved = {"data": data, "split": asdict(split), "training": training}
     saved |= {kind: trained.state() for kind, trained in models.items()}
     torch.save(saved, out)
-    onnx_path = export_onnx(models["forecaster"], out.with_suffix(".onnx"))
+    onnx_path = export_onnx(
+        models["forecaster"], out.with_suffix(".onnx"), series.ids, series.interval_s
+    )
     summary = {"checkpoint": str(out), "onnx": str(onnx_path), **training}
     print(orjson.dumps(summary).decode())
     return 0
 
 
-def export_onnx(trained: Trained, path: Path) -> Path:
-    """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64)."""
+def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -> Path:
+    """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64); and
+    beside it ``.json``, what serving needs without PyTorch: the detector ids, the
+    normalisation, the window sizes and the adjacency."""
     import warnings
 
     import torch
@@ -92,6 +96,16 @@ def export_onnx(trained: Trained, path: Path) -> Path:
             input_names=["x", "detector"], output_names=["forecast"],
             dynamic_axes={"x": {0: "batch"}, "detector": {0: "batch"}, "forecast": {0: "batch"}},
         )  # fmt: skip
+    meta = {
+        "ids": ids,
+        "interval_s": interval_s,
+        "n_in": config.n_in,
+        "n_out": config.n_out,
+        "mean": trained.mean.tolist(),
+        "std": trained.std.tolist(),
+        "adjacency": None if trained.adjacency is None else trained.adjacency.tolist(),
+    }
+    path.with_suffix(".json").write_bytes(orjson.dumps(meta))
     return path
 
 
@@ -170,9 +184,50 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from citybrain.config import load_citybrain_config
+    from citybrain.forecast.online import ForecastService, OnlineModel
+    from citybrain.history import open_history
+    from common.bus import connect
+
+    log = logging.getLogger("citybrain.forecast")
+    config = load_citybrain_config(args.config, args.redis_url)
+    model = OnlineModel.load(Path(args.model)) if args.model else None
+    service = ForecastService(
+        open_history(config.history.url),
+        connect(config.bus.redis_url, config.bus.cluster),
+        model,
+        bin_s=args.bin,
+    )
+    while True:
+        forecasts = service.run_once()
+        methods: dict[str, int] = {}
+        for f in forecasts:
+            methods[f.method] = methods.get(f.method, 0) + 1
+        log.info("forecast %d detectors: %s", len(forecasts), methods)
+        if args.once:
+            print(orjson.dumps({"detectors": len(forecasts), "methods": methods}).decode())
+            return 0
+        bin_ms = service.bin_s * 1000
+        now = time.time() * 1000
+        # Run just after each bin closes, once the RSUs' last intervals are in.
+        time.sleep((bin_ms - now % bin_ms) / 1000 + args.delay)
+
+
 def add_parser(sub: Any) -> None:
-    forecast = sub.add_parser("forecast", help="train and evaluate the flow forecaster")
+    forecast = sub.add_parser("forecast", help="train, evaluate and serve the flow forecaster")
     actions = forecast.add_subparsers(dest="action", required=True)
+    serve = actions.add_parser("serve", help="forecast every lane at each bin close")
+    serve.add_argument("--model", help="exported M.onnx (M.json beside); none: fallbacks only")
+    serve.add_argument("--bin", type=int, default=300, help="bin seconds without a model")
+    serve.add_argument("--delay", type=float, default=15.0, help="seconds after a bin closes")
+    serve.add_argument("--once", action="store_true", help="one pass, then exit")
+    serve.add_argument("--config", help="citybrain YAML config")
+    serve.add_argument("--redis-url", help="bus URL (default: $REDIS_URL, then the config)")
+    serve.set_defaults(func=_run(_serve))
     for name, func in (("train", _train), ("eval", _eval)):
         p = actions.add_parser(name)
         p.add_argument("--data", required=True, help="wide CSV, or long Parquet/CSV")

@@ -1,0 +1,195 @@
+"""Online forecasts: every lane, at each bin close, from the history store.
+
+For each lane with history (detector id ``rsu_id/camera_id/lane_id``), the flow in veh/h of
+its last ``n_in`` bins feeds the exported ONNX model (no PyTorch at run time).  A lane the
+model does not know, or with too little recent history, falls back to the historical
+average of its own history at the same time of day, and then to its last value, and the
+forecast says which method made it and why.  A forecast is never NaN or negative: such a
+value is replaced by the fallback, and flows are clipped at 0.
+
+Forecasts are kept in Redis (``cb:forecasts``, one field per detector) for the API and the
+planners.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis
+
+from citybrain.forecast.data import SeriesSet
+from citybrain.forecast.model import features
+from citybrain.history import HistoryStore
+
+FORECASTS_HASH = "cb:forecasts"
+
+
+@dataclass
+class OnlineModel:
+    """The exported forecaster (``M.onnx`` and ``M.json``), run by ONNX Runtime."""
+
+    session: object
+    ids: dict[str, int]
+    interval_s: int
+    n_in: int
+    n_out: int
+    mean: np.ndarray
+    std: np.ndarray
+    adjacency: np.ndarray | None
+
+    @classmethod
+    def load(cls, onnx_path: Path) -> OnlineModel:
+        import onnxruntime as ort
+
+        meta = orjson.loads(onnx_path.with_suffix(".json").read_bytes())
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        adjacency = meta.get("adjacency")
+        return cls(
+            session=session,
+            ids={d: i for i, d in enumerate(meta["ids"])},
+            interval_s=int(meta["interval_s"]),
+            n_in=int(meta["n_in"]),
+            n_out=int(meta["n_out"]),
+            mean=np.asarray(meta["mean"], np.float32),
+            std=np.asarray(meta["std"], np.float32),
+            adjacency=None if adjacency is None else np.asarray(adjacency, np.float32),
+        )
+
+    def predict(self, recent: SeriesSet) -> np.ndarray:
+        """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
+        x, _ = features(recent, self.adjacency, self.mean, self.std)
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        ids = np.arange(x.shape[0], dtype=np.int64)
+        out = self.session.run(None, {"x": x, "detector": ids})[0]  # type: ignore[attr-defined]
+        return out * self.std[:, None] + self.mean[:, None]
+
+
+@dataclass
+class Forecast:
+    detector: str
+    generated_ms: int
+    bin_s: int
+    method: str  # model, historical_average, last_value, none
+    reason: str | None
+    flows_veh_h: list[float]  # one per step ahead
+
+    def horizons(self) -> list[dict[str, float]]:
+        return [
+            {"minutes": (k + 1) * self.bin_s // 60, "flow_veh_h": v}
+            for k, v in enumerate(self.flows_veh_h)
+        ]
+
+
+class ForecastService:
+    def __init__(
+        self,
+        history: HistoryStore,
+        client: redis.Redis,
+        model: OnlineModel | None = None,
+        bin_s: int = 300,
+        n_out: int = 12,
+        lookback_days: int = 7,
+    ) -> None:
+        self.history = history
+        self.client = client
+        self.model = model
+        self.bin_s = model.interval_s if model else bin_s
+        self.n_out = model.n_out if model else n_out
+        self.n_in = model.n_in if model else 12
+        self.lookback_ms = lookback_days * 86_400_000
+
+    def run_once(self, now_ms: int | None = None) -> list[Forecast]:
+        """Forecasts for every lane with history, from the last closed bin; stored in Redis."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        bin_ms = self.bin_s * 1000
+        closed = now // bin_ms * bin_ms  # the start of the bin now open: history ends here
+        series = self.history_series(closed - self.lookback_ms, closed)
+        forecasts = self.forecast(series, now)
+        if forecasts:
+            self.client.hset(
+                FORECASTS_HASH,
+                mapping={f.detector: orjson.dumps(f.__dict__) for f in forecasts},
+            )
+        return forecasts
+
+    def history_series(self, since_ms: int, until_ms: int) -> SeriesSet:
+        flows: dict[str, dict[int, float]] = {}
+        for rsu_id in self.history.rsus(since_ms):
+            for b in self.history.bins(rsu_id, self.bin_s, since_ms, until_ms, limit=1_000_000):
+                if b.flow_veh_h is not None:
+                    key = f"{b.rsu_id}/{b.camera_id}/{b.lane_id}"
+                    flows.setdefault(key, {})[b.bin_start_ms] = b.flow_veh_h
+        ids = sorted(flows)
+        rows = max(1, (until_ms - since_ms) // (self.bin_s * 1000))
+        values = np.full((rows, len(ids)), np.nan, np.float32)
+        for j, detector in enumerate(ids):
+            for start, flow in flows[detector].items():
+                row = (start - since_ms) // (self.bin_s * 1000)
+                if 0 <= row < rows:
+                    values[row, j] = flow
+        return SeriesSet(values, since_ms, self.bin_s, ids)
+
+    def forecast(self, series: SeriesSet, now_ms: int) -> list[Forecast]:
+        out = []
+        recent = series.values[-self.n_in :]
+        model_rows: dict[str, np.ndarray] = {}
+        if self.model is not None and series.ids:
+            known = [d for d in series.ids if d in self.model.ids]
+            if known:
+                grid = np.full((self.n_in, len(self.model.ids)), np.nan, np.float32)
+                for d in known:
+                    grid[:, self.model.ids[d]] = recent[:, series.ids.index(d)]
+                start = series.times_ms[-self.n_in]
+                names = sorted(self.model.ids, key=self.model.ids.get)  # type: ignore[arg-type]
+                predicted = self.model.predict(SeriesSet(grid, int(start), self.bin_s, names))
+                model_rows = {d: predicted[self.model.ids[d]] for d in known}
+        tod = series.time_of_day()
+        for j, detector in enumerate(series.ids):
+            column = series.values[:, j]
+            history_here = recent[:, j]
+            enough = np.count_nonzero(~np.isnan(history_here)) >= math.ceil(self.n_in / 2)
+            method, reason, flows = "model", None, model_rows.get(detector)
+            if flows is not None and not enough:
+                flows, reason = None, f"fewer than {math.ceil(self.n_in / 2)} recent bins"
+            elif flows is None:
+                reason = "no trained model" if self.model is None else "unknown to the model"
+            if flows is None or not np.all(np.isfinite(flows)):
+                method, flows = self._fallback(column, tod)
+            out.append(
+                Forecast(
+                    detector=detector,
+                    generated_ms=now_ms,
+                    bin_s=self.bin_s,
+                    method=method,
+                    reason=reason if method != "model" else None,
+                    flows_veh_h=[round(float(max(0.0, v)), 1) for v in flows],
+                )
+            )
+        return out
+
+    def _fallback(self, column: np.ndarray, tod: np.ndarray) -> tuple[str, np.ndarray]:
+        """Historical average at the same time of day, else the last value, else zeros."""
+        slots = 86_400 // self.bin_s
+        future = (tod[-1] + 1 + np.arange(self.n_out)) % slots
+        valid = ~np.isnan(column)
+        averages = []
+        for slot in future:
+            same = valid & (tod == slot)
+            averages.append(float(column[same].mean()) if same.any() else math.nan)
+        if not any(math.isnan(a) for a in averages):
+            return "historical_average", np.asarray(averages)
+        if valid.any():
+            return "last_value", np.full(self.n_out, column[valid][-1])
+        return "none", np.zeros(self.n_out)
+
+
+def stored_forecasts(client: redis.Redis, detectors: list[str] | None = None) -> list[dict]:
+    if detectors:
+        raw = client.hmget(FORECASTS_HASH, detectors)
+        return [orjson.loads(r) for r in raw if r]
+    return [orjson.loads(v) for _, v in sorted(client.hgetall(FORECASTS_HASH).items())]

@@ -1,0 +1,97 @@
+"""Online forecasts from citybrain's own history: the exported model where it can, the
+fallbacks (saying why) where it cannot, never NaN or negative, served by the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from citybrain.config import CitybrainConfig
+from citybrain.forecast.online import ForecastService, OnlineModel
+from citybrain.history import LaneRow, open_history
+from tests.conftest import api_client
+
+DAY_MS = 86_400_000
+T0 = 1_763_596_800_000  # a midnight, UTC
+LANES = [("rsu-a", "L1", 300), ("rsu-a", "L2", 600), ("rsu-b", "N1", 900)]
+
+
+def write_history(store, days: int, lanes=LANES) -> None:
+    rows = []
+    for rsu, lane, level in lanes:
+        for k in range(days * 288):
+            slot = k % 288
+            flow = level * (1 + 0.6 * np.sin(slot / 288 * 2 * np.pi))  # veh/h
+            vehicles = round(flow * 300 / 3600)
+            rows.append(
+                LaneRow(rsu, "cam0", "r", k, lane, "south", T0 + k * 300_000, 300.0,
+                        {"car": vehicles}, 8.0, 0.2, 1, 5.0)
+            )  # fmt: skip
+    store.write(rows)
+
+
+def test_online_forecasts_use_the_model_or_say_why_not(
+    tmp_path: Path, redis_url: str, redis_client
+) -> None:
+    pytest.importorskip("torch", reason="exporting a model needs PyTorch (make install adds it)")
+    from citybrain.forecast.commands import export_onnx
+    from citybrain.forecast.model import TrainConfig, train
+    from citybrain.forecast.protocol import chronological_split
+
+    store = open_history(f"sqlite:///{tmp_path}/h.db")
+    write_history(store, days=3)
+    now = T0 + 3 * DAY_MS + 60_000
+    service = ForecastService(store, redis_client)
+    series = service.history_series(T0, T0 + 3 * DAY_MS)
+    assert series.ids == ["rsu-a/cam0/L1", "rsu-a/cam0/L2", "rsu-b/cam0/N1"]
+    config = TrainConfig(hidden=16, epochs=3, max_train_windows=100)
+    trained = train("forecaster", series, chronological_split(len(series.values)), config,
+                    progress=False)  # fmt: skip
+    export_onnx(trained, tmp_path / "m.onnx", series.ids, series.interval_s)
+    # A new lane with one bin of history: the model does not know it.
+    write_history(store, days=1, lanes=[("rsu-c", "E1", 400)])
+
+    model = OnlineModel.load(tmp_path / "m.onnx")
+    forecasts = {f.detector: f for f in ForecastService(store, redis_client, model).run_once(now)}
+    assert set(forecasts) == {*series.ids, "rsu-c/cam0/E1"}
+    for detector in series.ids:
+        f = forecasts[detector]
+        assert f.method == "model" and f.reason is None and len(f.flows_veh_h) == 12
+    newcomer = forecasts["rsu-c/cam0/E1"]
+    assert newcomer.method in ("historical_average", "last_value")
+    assert newcomer.reason == "unknown to the model"
+    for f in forecasts.values():
+        assert all(np.isfinite(v) and v >= 0 for v in f.flows_veh_h)
+    # The model's forecast of a smooth daily wave is near it (the wave is 300 veh/h +-60%).
+    first = forecasts["rsu-a/cam0/L1"].flows_veh_h[0]
+    assert 100 < first < 500
+
+    config_api = CitybrainConfig.model_validate({"bus": {"redis_url": redis_url}})
+    api = api_client(config_api, "operator", redis_client)
+    one = api.get("/forecasts", params={"detector": "rsu-a/cam0/L1", "horizon": 15}).json()
+    assert one[0]["horizons"] == [
+        {"minutes": 15, "flow_veh_h": forecasts["rsu-a/cam0/L1"].flows_veh_h[2]}
+    ]
+    assert api.get("/forecasts", params={"detector": "nobody/cam0/x"}).status_code == 404
+    assert api.get("/forecasts", params={"horizon": 7}).status_code == 400
+    api.put("/intersections/x", json={"id": "x", "approaches": [
+        {"name": "south", "lanes": [{"rsu_id": "rsu-a", "lane_id": "L1"},
+                                    {"rsu_id": "rsu-a", "lane_id": "L2"}]}]})  # fmt: skip
+    south = api.get("/intersections/x/forecast").json()["approaches"][0]
+    expected = forecasts["rsu-a/cam0/L1"].flows_veh_h[0] + forecasts["rsu-a/cam0/L2"].flows_veh_h[0]
+    assert south["horizons"][0]["flow_veh_h"] == pytest.approx(expected, abs=0.11)
+    assert south["fallback_lanes"] == 0
+
+
+def test_without_a_model_every_lane_gets_a_fallback(tmp_path: Path, redis_client) -> None:
+    store = open_history(f"sqlite:///{tmp_path}/h.db")
+    write_history(store, days=2)
+    forecasts = ForecastService(store, redis_client).run_once(T0 + 2 * DAY_MS + 1)
+    assert {f.method for f in forecasts} == {"historical_average"}
+    assert {f.reason for f in forecasts} == {"no trained model"}
+    # The historical average of a repeating day is that day's value at the same time.
+    level = 300 * (1 + 0.6 * np.sin(1 / 288 * 2 * np.pi))
+    l1 = next(f for f in forecasts if f.detector == "rsu-a/cam0/L1")
+    assert l1.flows_veh_h[0] == pytest.approx(round(level * 300 / 3600) * 12, abs=0.1)
