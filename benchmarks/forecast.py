@@ -66,7 +66,7 @@ def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> 
         start = time.perf_counter()
         window = series.values[-config.n_in :]
         sub = type(series)(window, series.times_ms[-config.n_in], series.interval_s, series.ids)
-        x, _ = features(sub, trained.adjacency, trained.mean, trained.std)  # [n_in, N, F]
+        x, _ = features(sub, trained.adjacency, trained.mean, trained.std, config.weekday)
         x = np.ascontiguousarray(np.tile(x.transpose(1, 0, 2), (repeat, 1, 1))[:detectors])
         ids = np.tile(np.arange(n, dtype=np.int64), repeat)[:detectors]
         out = session.run(None, {"x": x, "detector": ids})[0]

@@ -20,6 +20,8 @@ from citybrain.forecast.protocol import Split, chronological_split, masked_metri
 
 
 def load_series(args: argparse.Namespace) -> SeriesSet:
+    if args.format == "history" or args.data.startswith(("sqlite://", "postgresql://")):
+        return history_series(args)
     path = Path(args.data)
     fmt = args.format or ("long" if path.suffix == ".parquet" else "wide")
     if fmt == "wide":
@@ -27,6 +29,23 @@ def load_series(args: argparse.Namespace) -> SeriesSet:
             raise DataError("wide CSV data needs --start (ISO time of row 0) and --interval (s)")
         return load_wide_csv(path, args.start, args.interval, zero_is_missing=not args.keep_zeros)
     return load_long(path, interval_s=args.interval)
+
+
+def history_series(args: argparse.Namespace) -> SeriesSet:
+    """``--data sqlite:///... | postgresql://...``: the lanes' flows in the history store,
+    ``--interval`` 60 or 300 s, from ``--start`` (default: 28 days back) to now."""
+    import time
+
+    from citybrain.forecast.data import load_history, parse_time
+    from citybrain.history import HistoryError, open_history
+
+    now = int(time.time() * 1000)
+    since = parse_time(args.start) if args.start else now - 28 * 86_400_000
+    try:
+        store = open_history(args.data)
+        return load_history(store, args.interval or 300, since, now)
+    except HistoryError as exc:
+        raise DataError(str(exc)) from None
 
 
 def load_adjacency(path: str | None, n: int) -> np.ndarray | None:
@@ -101,6 +120,7 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
         "interval_s": interval_s,
         "n_in": config.n_in,
         "n_out": config.n_out,
+        "weekday": bool(config.weekday),
         "mean": trained.mean.tolist(),
         "std": trained.std.tolist(),
         "adjacency": None if trained.adjacency is None else trained.adjacency.tolist(),
@@ -120,7 +140,7 @@ def load_trained(checkpoint: Path, kind: str) -> Trained:
     n = len(state["mean"])
     adjacency = None if state["adjacency"] is None else np.asarray(state["adjacency"], np.float32)
     if kind == "forecaster":
-        n_features = 6 + (adjacency is not None)
+        n_features = 4 + 2 * bool(config.weekday) + (adjacency is not None)
         model = build_forecaster(n, n_features, config)
     else:
         model = build_fc_lstm(n, config)
@@ -231,7 +251,10 @@ def add_parser(sub: Any) -> None:
     for name, func in (("train", _train), ("eval", _eval)):
         p = actions.add_parser(name)
         p.add_argument("--data", required=True, help="wide CSV, or long Parquet/CSV")
-        p.add_argument("--format", choices=["wide", "long"], help="default: by file suffix")
+        p.add_argument(
+            "--format", choices=["wide", "long", "history"],
+            help="default: by file suffix; history: --data is a citybrain history URL",
+        )  # fmt: skip
         p.add_argument("--start", help="wide data: ISO time of the first row")
         p.add_argument("--interval", type=int, help="seconds per row (long: inferred)")
         p.add_argument("--keep-zeros", action="store_true", help="wide: 0 is a reading")

@@ -5,7 +5,8 @@
 - Per detector and step, the inputs are:
   - the reading, normalised by the detector's training mean and spread (0 where missing),
   - the missing flag,
-  - time of day and day of week as sine/cosine pairs,
+  - time of day as a sine/cosine pair, and day of week too when the training data spans
+    two weeks or more,
   - with an adjacency matrix, the weighted mean of the neighbours' normalised readings.
 - A learned per-detector embedding is appended to every step.
 - An LSTM reads the ``n_in`` steps. A small MLP head maps its last state (and the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -54,21 +55,33 @@ class TrainConfig:
     seed: int = 7
     max_train_windows: int | None = None  # sample per epoch (speed); None = all
     residual: bool = True  # predict the change from the last reading
+    # Day-of-week features; None: only when the training rows span two weeks or more (with
+    # less, a test day may be a weekday the model never saw, and the feature misleads it).
+    weekday: bool | None = None
 
 
-def features(series: SeriesSet, adjacency: np.ndarray | None, mean: np.ndarray, std: np.ndarray):
+def features(
+    series: SeriesSet,
+    adjacency: np.ndarray | None,
+    mean: np.ndarray,
+    std: np.ndarray,
+    weekday: bool = True,
+):
     """``[T, N, F]`` step features and the normalised values ``[T, N]`` (NaN kept)."""
     norm = (series.values - mean) / std
     filled = np.nan_to_num(norm, nan=0.0)
     missing = np.isnan(norm).astype(np.float32)
     tod = series.time_of_day() / series.steps_per_day * 2 * math.pi
-    dow = series.day_of_week() / 7 * 2 * math.pi
-    calendar = np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=1)
+    columns = [np.sin(tod), np.cos(tod)]
+    if weekday:
+        dow = series.day_of_week() / 7 * 2 * math.pi
+        columns += [np.sin(dow), np.cos(dow)]
+    calendar = np.stack(columns, axis=1)
     t, n = norm.shape
     parts = [
         filled[..., None],
         missing[..., None],
-        np.broadcast_to(calendar[:, None, :], (t, n, 4)),
+        np.broadcast_to(calendar[:, None, :], (t, n, calendar.shape[1])),
     ]
     if adjacency is not None:
         weights = adjacency.astype(np.float32).copy()
@@ -170,8 +183,10 @@ def train(
     torch = _torch()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    if config.weekday is None:
+        config = replace(config, weekday=split.train_end * series.interval_s >= 14 * 86_400)
     mean, std = normaliser(series, split)
-    x_all, y_all = features(series, adjacency, mean, std)
+    x_all, y_all = features(series, adjacency, mean, std, bool(config.weekday))
     n = series.values.shape[1]
     model = (
         build_forecaster(n, x_all.shape[2], config)
@@ -249,7 +264,7 @@ def predict(trained: Trained, series: SeriesSet, starts: np.ndarray) -> np.ndarr
     """Forecasts ``[W, n_out, N]`` in the data's units for windows starting at ``starts``."""
     torch = _torch()
     config = trained.config
-    x_all, _ = features(series, trained.adjacency, trained.mean, trained.std)
+    x_all, _ = features(series, trained.adjacency, trained.mean, trained.std, bool(config.weekday))
     n = series.values.shape[1]
     out = []
     with torch.no_grad():

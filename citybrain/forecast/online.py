@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import redis
 
-from citybrain.forecast.data import SeriesSet
+from citybrain.forecast.data import SeriesSet, load_history
 from citybrain.forecast.model import features
 from citybrain.history import HistoryStore
 
@@ -41,6 +41,7 @@ class OnlineModel:
     mean: np.ndarray
     std: np.ndarray
     adjacency: np.ndarray | None
+    weekday: bool = True
 
     @classmethod
     def load(cls, onnx_path: Path) -> OnlineModel:
@@ -58,11 +59,12 @@ class OnlineModel:
             mean=np.asarray(meta["mean"], np.float32),
             std=np.asarray(meta["std"], np.float32),
             adjacency=None if adjacency is None else np.asarray(adjacency, np.float32),
+            weekday=bool(meta.get("weekday", True)),
         )
 
     def predict(self, recent: SeriesSet) -> np.ndarray:
         """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
-        x, _ = features(recent, self.adjacency, self.mean, self.std)
+        x, _ = features(recent, self.adjacency, self.mean, self.std, self.weekday)
         x = np.ascontiguousarray(x.transpose(1, 0, 2))
         ids = np.arange(x.shape[0], dtype=np.int64)
         out = self.session.run(None, {"x": x, "detector": ids})[0]  # type: ignore[attr-defined]
@@ -118,21 +120,7 @@ class ForecastService:
         return forecasts
 
     def history_series(self, since_ms: int, until_ms: int) -> SeriesSet:
-        flows: dict[str, dict[int, float]] = {}
-        for rsu_id in self.history.rsus(since_ms):
-            for b in self.history.bins(rsu_id, self.bin_s, since_ms, until_ms, limit=1_000_000):
-                if b.flow_veh_h is not None:
-                    key = f"{b.rsu_id}/{b.camera_id}/{b.lane_id}"
-                    flows.setdefault(key, {})[b.bin_start_ms] = b.flow_veh_h
-        ids = sorted(flows)
-        rows = max(1, (until_ms - since_ms) // (self.bin_s * 1000))
-        values = np.full((rows, len(ids)), np.nan, np.float32)
-        for j, detector in enumerate(ids):
-            for start, flow in flows[detector].items():
-                row = (start - since_ms) // (self.bin_s * 1000)
-                if 0 <= row < rows:
-                    values[row, j] = flow
-        return SeriesSet(values, since_ms, self.bin_s, ids)
+        return load_history(self.history, self.bin_s, since_ms, until_ms)
 
     def forecast(self, series: SeriesSet, now_ms: int) -> list[Forecast]:
         out = []
