@@ -91,6 +91,7 @@ def main() -> int:
     parser.add_argument("--detectors", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--datasets", default="los,counts")
+    parser.add_argument("--residual", action="store_true")
     args = parser.parse_args()
 
     from rsu_latency import machine_info
@@ -100,10 +101,14 @@ def main() -> int:
     from common.datadir import resolve_asset
 
     config = TrainConfig(
-        epochs=args.epochs, hidden=args.hidden, max_train_windows=args.max_train_windows
+        epochs=args.epochs,
+        hidden=args.hidden,
+        max_train_windows=args.max_train_windows,
+        residual=args.residual,
     )
     figures: dict = {"config": {"epochs": args.epochs, "hidden": args.hidden}}
     figures["config"] |= {"max_train_windows": args.max_train_windows, "seed": config.seed}
+    figures["config"]["residual"] = args.residual
     tmp = Path(tempfile.mkdtemp(prefix="v2x-forecast-"))
     los = None
     for name in args.datasets.split(","):

@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     adjacency = load_adjacency(args.adjacency, series.values.shape[1])
     config = TrainConfig(
         n_in=args.n_in, n_out=args.n_out, epochs=args.epochs, seed=args.seed,
-        hidden=args.hidden, max_train_windows=args.max_train_windows,
+        hidden=args.hidden, max_train_windows=args.max_train_windows, residual=args.residual,
     )  # fmt: skip
     models = {"forecaster": train("forecaster", series, split, config, adjacency)}
     if not args.no_fc_lstm:
@@ -269,6 +269,9 @@ def add_parser(sub: Any) -> None:
             p.add_argument("--seed", type=int, default=7)
             p.add_argument("--max-train-windows", type=int, help="windows sampled per epoch")
             p.add_argument("--no-fc-lstm", action="store_true", help="skip the FC-LSTM baseline")
+            p.add_argument(
+                "--residual", action="store_true", help="predict the change from the last reading"
+            )
         else:
             p.add_argument("--checkpoint", required=True)
             p.add_argument("--test-start", type=int, help="first target row of the test windows")
