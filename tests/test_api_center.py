@@ -197,3 +197,15 @@ def test_rsu_registry_health_lag_and_metrics(config: CitybrainConfig, redis_clie
     assert "ingest lagging" in health["problems"][0]
     metrics = operator.get("/metrics").text
     assert "citybrain_ingest_lag_seconds" in metrics and "citybrain_ingest_unread 1.0" in metrics
+
+
+def test_one_rsu_reads_alone_and_unknown_ones_are_404(
+    config: CitybrainConfig, redis_client
+) -> None:
+    publish_lanes(redis_client, config)
+    viewer = api_client(config, "viewer", redis_client)
+    one = viewer.get(f"/rsus/{RSU}").json()
+    assert (
+        one["rsu_id"] == RSU and not one["registered"] and one["cameras"][0]["camera_id"] == "cam0"
+    )
+    assert viewer.get("/rsus/nobody").status_code == 404

@@ -72,27 +72,30 @@ def list_rsus(
     registered = ctx.registry.all()
     ids = sorted(set(reported) | set(registered))
     now = now_ms()
-    items = []
-    for rsu_id in ids[offset : offset + limit]:
-        seen = reported.get(rsu_id, {})
-        states = ctx.state.camera_states(rsu_id, seen) if seen else {}
-        cameras = []
-        for camera_id, last_seen in sorted(seen.items()):
-            status, stale = camera_status(ctx, states.get(camera_id, {}), last_seen, now)
-            cameras.append(
-                CameraSummary(
-                    camera_id=camera_id,
-                    last_seen_ms=last_seen,
-                    last_seen=dt_of(last_seen),
-                    status=status,
-                    stale=stale,
-                )
-            )
-        info = registered.get(rsu_id)
-        items.append(
-            RsuSummary(rsu_id=rsu_id, registered=info is not None, info=info, cameras=cameras)
-        )
+    items = [
+        rsu_summary(ctx, rsu_id, reported.get(rsu_id, {}), registered.get(rsu_id), now)
+        for rsu_id in ids[offset : offset + limit]
+    ]
     return RsuList(items=items, total=len(ids), limit=limit, offset=offset)
+
+
+def rsu_summary(
+    ctx: ApiContext, rsu_id: str, seen: dict[str, int], info: RsuInfo | None, now: int
+) -> RsuSummary:
+    states = ctx.state.camera_states(rsu_id, seen) if seen else {}
+    cameras = []
+    for camera_id, last_seen in sorted(seen.items()):
+        status, stale = camera_status(ctx, states.get(camera_id, {}), last_seen, now)
+        cameras.append(
+            CameraSummary(
+                camera_id=camera_id,
+                last_seen_ms=last_seen,
+                last_seen=dt_of(last_seen),
+                status=status,
+                stale=stale,
+            )
+        )
+    return RsuSummary(rsu_id=rsu_id, registered=info is not None, info=info, cameras=cameras)
 
 
 RsuPath = Path(pattern=ID_PATTERN, description="RSU id")
@@ -114,8 +117,7 @@ def register_rsu(
 @router.get("/{rsu_id}", response_model=RsuSummary, dependencies=[Depends(viewer)])
 def get_rsu(rsu_id: str = RsuPath, ctx: ApiContext = Depends(context)) -> RsuSummary:
     known(ctx, rsu_id)
-    page = list_rsus(limit=1000, offset=0, ctx=ctx)
-    return next(item for item in page.items if item.rsu_id == rsu_id)
+    return rsu_summary(ctx, rsu_id, ctx.state.cameras(rsu_id), ctx.registry.get(rsu_id), now_ms())
 
 
 @router.delete("/{rsu_id}", status_code=204, dependencies=[Depends(operator)])
