@@ -31,7 +31,7 @@ from pydantic import Field
 from common.config import StrictModel
 
 PAYLOAD_FIELD = b"m"
-MIN_PER_STREAM = 8  # entries read from each stream at least, however many streams
+MIN_PER_STREAM = 1  # every stream gets a share of each read, however many there are
 CLUSTER_POLL_MS = 10  # how often a Cluster consumer with nothing to do looks again
 RSU_ID_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
 _STREAM_RE = re.compile(r"^st:\{p(\d+)\}:rsu:(" + RSU_ID_PATTERN + r")$")
