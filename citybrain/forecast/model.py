@@ -194,6 +194,10 @@ def train(
         else build_fc_lstm(n, config)
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # Halve the step size when validation stops improving, before early stopping gives up.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=0.5, patience=max(1, config.patience // 2 - 1)
+    )
     train_starts = window_starts(config.n_in, split.train_end, config.n_in, config.n_out)
     val_starts = window_starts(split.train_end, split.val_end, config.n_in, config.n_out)
     detectors = torch.arange(n)
@@ -239,6 +243,7 @@ def train(
                 for i in range(0, len(val_starts), 64)
             ]
         val = sum(losses) / max(1, len(val_starts))
+        scheduler.step(val)
         if bar is not None:
             bar.set_postfix(val_mae=f"{val:.4f}")
             bar.update()
