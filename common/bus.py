@@ -170,6 +170,7 @@ class StreamConsumer:
         claim_idle_ms: int = 30_000,
         claim_interval_s: float = 5.0,
         discover_interval_s: float = 2.0,
+        loss_check_interval_s: float = 15.0,
     ) -> None:
         self._client = client
         self.partitions = partitions
@@ -181,6 +182,8 @@ class StreamConsumer:
         self.claim_idle_ms = claim_idle_ms
         self.claim_interval_s = claim_interval_s
         self.discover_interval_s = discover_interval_s
+        self.loss_check_interval_s = loss_check_interval_s
+        self._next_loss_check = 0.0
         self._backlog: dict[str, bytes] = {}
         self._next_claim = 0.0
         self._next_discovery = 0.0
@@ -196,9 +199,11 @@ class StreamConsumer:
         its beginning (id 0), and our own pending entries on it are re-read first."""
         self._next_discovery = time.monotonic() + self.discover_interval_s
         known = set(self.streams)
+        added = False
         for stream in discover_streams(self._client, self.partitions):
             if stream in known:
                 continue
+            added = True
             try:
                 self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -206,8 +211,10 @@ class StreamConsumer:
                     raise
             self.streams.append(stream)
             self._backlog[stream] = b"0"
-        # Before anything new is read: a gap left by an outage is counted before it closes.
-        if self.streams:
+        # A gap left by an outage is counted before it closes: at start, before anything new
+        # is read, then every loss_check_interval_s (two commands per stream: not every read).
+        if self.streams and (added or time.monotonic() >= self._next_loss_check):
+            self._next_loss_check = time.monotonic() + self.loss_check_interval_s
             self._losses.record(self.streams, self.group)
 
     def read(self) -> list[Delivery]:
