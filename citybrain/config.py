@@ -85,6 +85,13 @@ class ApiConfig(StrictModel):
     live_window_s: int = Field(
         300, ge=10, le=3600, description="live flow and counts cover this many seconds"
     )
+    health_cache_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="reuse the /health and /metrics report this long: it reads every RSU "
+        "stream's group info",
+    )
 
 
 class CitybrainConfig(StrictModel):

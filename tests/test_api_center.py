@@ -209,3 +209,28 @@ def test_one_rsu_reads_alone_and_unknown_ones_are_404(
         one["rsu_id"] == RSU and not one["registered"] and one["cameras"][0]["camera_id"] == "cam0"
     )
     assert viewer.get("/rsus/nobody").status_code == 404
+
+
+def test_health_is_reused_briefly_but_never_while_down(
+    config: CitybrainConfig, redis_client
+) -> None:
+    cached = config.model_copy(update={"api": config.api.model_copy(update={"health_cache_s": 30})})
+    api = api_client(cached, "viewer", redis_client)
+    assert api.get("/health").json()["ingest_unread"] == 0
+    StreamProducer(redis_client, config.bus).publish([(RSU, b'{"kind": "frame"}')])
+    assert api.get("/health").json()["ingest_unread"] == 0  # the report of a moment ago
+    fresh = api_client(config, "viewer", redis_client)  # a new app has no report yet
+    assert fresh.get("/health").json()["ingest_unread"] == 1
+
+    down = CitybrainConfig.model_validate(
+        {"bus": {"redis_url": "redis://127.0.0.1:1/0"}, "api": {"health_cache_s": 30},
+         "history": {"enabled": False}}
+    )  # fmt: skip
+    from fastapi.testclient import TestClient
+
+    from citybrain.api import create_app
+
+    app = create_app(down)
+    probe = TestClient(app)
+    assert probe.get("/health").json()["status"] == "down"
+    assert app.state.context.health_cache is None  # not reused: recovery shows at once

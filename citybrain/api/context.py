@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from fastapi import Depends, HTTPException, Request
@@ -29,6 +30,7 @@ class ApiContext:
     intersections: IntersectionStore
     registry: RsuRegistry
     history: HistoryStore | None
+    health_cache: tuple[float, Any] | None = None  # (monotonic time, HealthReport)
 
 
 def context(request: Request) -> ApiContext:

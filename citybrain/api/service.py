@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,6 +17,19 @@ router = APIRouter(tags=["service"])
 
 
 def health_report(ctx: ApiContext) -> HealthReport:
+    """The report, reused for ``api.health_cache_s``: it reads every RSU stream's group
+    info, and probes call it often.  A "down" report is never reused, so recovery shows at
+    once."""
+    cached = ctx.health_cache
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < ctx.config.api.health_cache_s:
+        return cached[1]
+    report = _fresh_health_report(ctx)
+    ctx.health_cache = (now, report) if report.status != "down" else None
+    return report
+
+
+def _fresh_health_report(ctx: ApiContext) -> HealthReport:
     try:
         ctx.client.ping()
     except redis.RedisError:
