@@ -123,11 +123,13 @@ def get_history(
             wanted.setdefault(ref.rsu_id, set()).add((ref.camera_id, ref.lane_id))
     out = []
     for rsu_id, lanes in sorted(wanted.items()):
+        # One query per lane: only the intersection's lanes are read, not all of the RSU's.
         bins = [
             b
-            for b in ctx.history.bins(rsu_id, bin, since_ms, until_ms, limit=100_000)
-            if (b.camera_id, b.lane_id) in lanes
+            for camera_id, lane_id in sorted(lanes)
+            for b in ctx.history.bins(rsu_id, bin, since_ms, until_ms, camera_id, lane_id)
         ]
+        bins.sort(key=lambda b: (b.bin_start_ms, b.camera_id, b.lane_id))
         out.append(history_out(rsu_id, since_ms, until_ms, bin, bins))
     return out
 
