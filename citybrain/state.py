@@ -143,26 +143,30 @@ class TrafficState:
             pipe.xlen(dead_letter_key(p))
         return sum(pipe.execute())
 
-    def ingest_lag(self) -> dict[str, int]:
+    def streams(self) -> list[str]:
+        """Every RSU stream; pass it to the methods below to look the streams up once."""
+        return discover_streams(self.client, self.partitions)
+
+    def ingest_lag(self, streams: list[str] | None = None) -> dict[str, int]:
         """Entries not yet read by the ingest group, and entries read but not yet acked."""
         unread, pending = group_lag(
-            self.client, discover_streams(self.client, self.partitions), self.config.ingest.group
+            self.client, self.streams() if streams is None else streams, self.config.ingest.group
         )
         return {"unread": unread, "pending": pending}
 
-    def lost_entries(self) -> int:
+    def lost_entries(self, streams: list[str] | None = None) -> int:
         """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
         return LossLedger(self.client).total(
-            discover_streams(self.client, self.partitions), self.config.ingest.group
+            self.streams() if streams is None else streams, self.config.ingest.group
         )
 
-    def oldest_unread_age_ms(self) -> int | None:
+    def oldest_unread_age_ms(self, streams: list[str] | None = None) -> int | None:
         """Age of the oldest entry the ingest group has not yet read, over all partitions.
 
         Stream ids start with their server time in ms, so the first id after the group's
         last-delivered id tells how far behind ingest is, in time.
         """
-        streams = discover_streams(self.client, self.partitions)
+        streams = self.streams() if streams is None else streams
         pipe = self.client.pipeline(transaction=False)
         for stream in streams:
             pipe.xinfo_groups(stream)

@@ -38,14 +38,15 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
             rsus=0, stale_cameras=0, problems=["Redis unreachable"],
         )  # fmt: skip
     state, config = ctx.state, ctx.config
-    lag = state.ingest_lag()
-    age_ms = state.oldest_unread_age_ms()
+    streams = state.streams()  # looked up once for the three figures below
+    lag = state.ingest_lag(streams)
+    age_ms = state.oldest_unread_age_ms(streams)
     registry = state.registry()
     now = now_ms()
     stale_ms = config.state.stale_after_s * 1000
     stale = sum(1 for cams in registry.values() for t in cams.values() if now - t > stale_ms)
     problems = []
-    lost = state.lost_entries()
+    lost = state.lost_entries(streams)
     if lost:
         problems.append(
             f"{lost} bus entries were trimmed before ingest read them: ingest was down longer "

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from citybrain.forecast.data import SeriesSet
-from citybrain.forecast.protocol import Split, gather, window_starts
+from citybrain.forecast.protocol import Split, window_starts
 
 
 def _torch() -> Any:
@@ -288,9 +288,3 @@ def predict(trained: Trained, series: SeriesSet, starts: np.ndarray) -> np.ndarr
             out.append(pred.numpy())
     normed = np.concatenate(out) if out else np.zeros((0, config.n_out, n), np.float32)
     return normed * trained.std + trained.mean
-
-
-def windows(series: SeriesSet, first_target: int, n_in: int, n_out: int):
-    starts = window_starts(first_target, len(series.values), n_in, n_out)
-    history, target = gather(series.values, starts, n_in, n_out)
-    return starts, history, target
