@@ -13,12 +13,12 @@ TORCH ?= torch==2.13.0
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test lint install bench bench-ingest clean
+.PHONY: demo test lint install bench bench-ingest bench-signals clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast]' $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,sim]' $(TORCH)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,7 @@ test: $(STAMP)
 
 # Benchmarks compare against Ultralytics (PyTorch): installed here, not for demo or tests.
 $(VENV)/.installed-models: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,models]'
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,sim,models]'
 	touch $@
 
 bench: $(VENV)/.installed-models
@@ -40,6 +40,10 @@ bench: $(VENV)/.installed-models
 # Ingest and API under load (wrk is used when installed: apt-get install wrk).
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
+
+# Signal controllers on every RESCO scenario in SUMO (about 10 minutes with 3 seeds).
+bench-signals: $(STAMP)
+	$(BIN)/python benchmarks/signals.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

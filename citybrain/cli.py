@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_forecast_parser(sub)
 
+    from citybrain.sim.commands import add_parser as add_sim_parser
+
+    add_sim_parser(sub)
+
     demo = sub.add_parser("demo", help="replay a clip end to end: RSU -> bus -> citybrain -> API")
     demo.add_argument("--scene", default="replay_data/intersection_beijing.yaml")
     demo.add_argument("--port", type=int, default=8080, help="API port (a free one if taken)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.bus import BusConfig
 from common.config import StrictModel, load_config
@@ -94,12 +94,82 @@ class ApiConfig(StrictModel):
     )
 
 
+class SignalRulesConfig(StrictModel):
+    """Timing rules every signal plan and phase change obeys (the safety envelope)."""
+
+    min_green_s: float = Field(5.0, ge=1, le=120, description="shortest green of any phase")
+    max_green_s: float = Field(
+        60.0, ge=5, le=300, description="longest green while another phase has demand"
+    )
+    yellow_s: float = Field(3.0, ge=2, le=8, description="yellow after every green")
+    all_red_s: float = Field(
+        1.0, ge=0, le=6, description="red for all conflicting movements after a yellow"
+    )
+    ped_walk_s: float = Field(7.0, ge=0, le=60, description="pedestrian walk interval")
+    ped_speed_mps: float = Field(
+        1.2, gt=0, le=3, description="walking speed for crossing clearance (MUTCD: 1.07-1.2)"
+    )
+    max_cycle_s: float = Field(150.0, ge=30, le=300, description="longest fixed-time cycle")
+
+    @model_validator(mode="after")
+    def _order(self) -> SignalRulesConfig:
+        if self.max_green_s < self.min_green_s:
+            raise ValueError(
+                f"max_green_s ({self.max_green_s}) is below min_green_s ({self.min_green_s})"
+            )
+        return self
+
+    def rules(self):  # -> SafetyRules
+        from citybrain.signals.safety import SafetyRules
+
+        return SafetyRules(**self.model_dump())
+
+
+class SignalsConfig(StrictModel):
+    """Signal planning: rules, the adaptive planner's settings and its data checks."""
+
+    rules: SignalRulesConfig = Field(default_factory=SignalRulesConfig)
+    sensing_range_m: float = Field(
+        120.0, ge=20, le=500, description="approach length a camera sees, metres"
+    )
+    stale_after_s: float = Field(
+        5.0, gt=0, le=300, description="older observations switch to the safe fixed plan"
+    )
+    recover_after: int = Field(
+        3, ge=1, le=100, description="good observations in a row before leaving the fallback"
+    )
+    replan_s: float = Field(
+        900.0, ge=60, le=86_400, description="how often the fallback plan is re-optimised"
+    )
+    gap_s: float = Field(
+        4.0, gt=0, le=15, description="extend a green while someone arrives within this"
+    )
+    wait_weight_per_s: float = Field(
+        0.2, ge=0, le=10, description="phase choice: weight of the longest wait per second"
+    )
+    max_red_s: float = Field(
+        120.0, ge=10, le=600, description="a phase with demand waits no longer than this"
+    )
+    yield_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="cut a flowing green when another phase has 1/this times its road users",
+    )
+    count_all: bool = Field(False, description="experimental")
+    congested_share: float = Field(0.0, ge=0, le=1, description="experimental")
+    exit_weight: float = Field(
+        0.0, ge=0, le=10, description="phase choice: weight against road users stopped on exits"
+    )
+
+
 class CitybrainConfig(StrictModel):
     bus: BusConfig = Field(default_factory=BusConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
 
 
 def load_citybrain_config(path: str | None, redis_url: str | None = None) -> CitybrainConfig:

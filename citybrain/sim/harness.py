@@ -1,0 +1,292 @@
+"""Run a SUMO scenario under a signal controller and measure RESCO's metrics.
+
+Controllers:
+
+- ``fixed``: the program shipped in the net, untouched.
+- ``maxpressure``: our max-pressure planner.
+- ``citybrain``: the adaptive planner, with a Webster plan from measured flows as its safe
+  fallback, re-planned every ``replan_s``.
+
+Both planners see only ``SumoSensing``'s camera-range observations.  Metrics follow RESCO:
+delay is the mean over vehicles of time loss plus departure delay, counting vehicles still
+driving at the end and those never inserted (time from their scheduled departure); trip
+time is the mean duration of completed trips; waiting time the mean time stopped; queue the
+mean number of halting vehicles per controlled intersection over the run.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from citybrain.config import SignalsConfig
+from citybrain.signals.adaptive import AdaptivePlanner
+from citybrain.signals.controller import IntersectionController
+from citybrain.signals.intersection import SignalIntersection
+from citybrain.signals.maxpressure import MaxPressurePlanner
+from citybrain.signals.safety import SafetyRules, check_schedule
+from citybrain.signals.webster import webster_plan
+from citybrain.sim.sensing import SumoSensing
+from citybrain.sim.sumo_env import import_libsumo
+from citybrain.sim.sumo_net import ShippedProgram, intersections_from_net, read_net
+
+CONTROLLERS = ("fixed", "maxpressure", "citybrain")
+# RESCO's evaluation windows (scenario name prefix -> begin, end).
+RESCO_WINDOWS = {"cologne": (25200, 28800), "ingolstadt": (57600, 61200)}
+DEFAULT_WINDOW = (0, 3600)
+
+
+class ScenarioError(ValueError):
+    """The scenario folder is not a runnable SUMO scenario; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    directory: Path
+    sumocfg: Path
+    net: Path
+    begin: int
+    end: int
+
+
+def load_scenario(directory: str | Path, begin: int | None = None, end: int | None = None):
+    d = Path(directory)
+    if not d.is_dir():
+        raise ScenarioError(f"scenario folder not found: {d}")
+    cfgs = sorted(d.glob("*.sumocfg"))
+    if not cfgs:
+        raise ScenarioError(f"no .sumocfg in {d}")
+    cfg = cfgs[0]
+    try:
+        root = ET.parse(cfg).getroot()
+    except ET.ParseError as exc:
+        raise ScenarioError(f"{cfg}: not valid XML: {exc}") from None
+    net_el = root.find("./input/net-file")
+    if net_el is None:
+        raise ScenarioError(f"{cfg}: no <net-file>")
+    net = (cfg.parent / net_el.get("value", "")).resolve()
+    if not net.exists():
+        raise ScenarioError(f"{cfg}: net file {net} does not exist")
+    name = d.resolve().name
+    window = next((w for p, w in RESCO_WINDOWS.items() if name.startswith(p)), None)
+    if window is None:
+        b = root.find("./time/begin")
+        e = root.find("./time/end")
+        window = (
+            int(float(b.get("value", 0))) if b is not None else DEFAULT_WINDOW[0],
+            int(float(e.get("value", 3600))) if e is not None else DEFAULT_WINDOW[1],
+        )
+    begin = window[0] if begin is None else begin
+    end = window[1] if end is None else end
+    if end <= begin:
+        raise ScenarioError(f"{name}: end {end} is not after begin {begin}")
+    return Scenario(name, d.resolve(), cfg.resolve(), net, begin, end)
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    controller: str
+    seed: int
+    delay: float
+    trip_time: float
+    waiting_time: float
+    queue: float
+    vehicles: int
+    completed: int
+    wall_s: float
+    fallback_steps: int = 0
+    clearance: str = "shipped"
+    delay_series: list[float] = field(default_factory=list)  # mean delay of trips ending per bin
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
+    series_bin_s: float = 300.0
+    check_safety: bool = True
+    tripinfo_copy: Path | None = None  # keep SUMO's tripinfo output here
+    # Observations withheld in this window (s from the start): a camera outage drill.
+    blackout: tuple[float, float] | None = None
+    # "shipped": yellow and all-red of each net's own program, so a controller is compared
+    # with the fixed program at equal clearance times; "config": the configured rules.
+    clearance: str = "shipped"
+
+
+def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
+    """``rules`` with the yellow and all-red intervals of the shipped program."""
+    if program is None:
+        return rules
+    yellows = [d for s, d in program.phases if "y" in s]
+    all_reds = [
+        d for k, (s, d) in enumerate(program.phases)
+        if set(s) <= set("rs") and "y" in program.phases[k - 1][0]
+    ]  # fmt: skip
+    if not yellows:
+        return rules
+    return replace(rules, yellow_s=max(2.0, min(yellows)),
+                   all_red_s=min(all_reds) if all_reds else 0.0)  # fmt: skip
+
+
+def make_planner(
+    controller: str, inter: SignalIntersection, cfg: SignalsConfig, rules: SafetyRules
+):
+    if controller == "maxpressure":
+        return MaxPressurePlanner(inter, rules, max_red_s=cfg.max_red_s)
+    if controller == "citybrain":
+        return AdaptivePlanner(inter, rules, gap_s=cfg.gap_s,
+                               wait_weight_per_s=cfg.wait_weight_per_s,
+                               max_red_s=cfg.max_red_s, exit_weight=cfg.exit_weight,
+                               yield_ratio=cfg.yield_ratio, count_all=cfg.count_all,
+                               congested_share=cfg.congested_share)  # fmt: skip
+    raise ValueError(f"no planner for controller {controller!r}")
+
+
+def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
+    delays, trips, waits = [], [], []
+    series: dict[int, list[float]] = {}
+    for _, el in ET.iterparse(path):
+        if el.tag != "tripinfo":
+            continue
+        depart_delay = float(el.get("departDelay", 0) or 0)
+        time_loss = float(el.get("timeLoss", 0) or 0)
+        arrival = float(el.get("arrival", -1) or -1)
+        if el.get("depart") in (None, "-1", "-1.00"):
+            # Never inserted: SUMO reports the time since its scheduled departure as its
+            # departure delay, which is what RESCO counts.
+            delays.append(depart_delay)
+            el.clear()
+            continue
+        delay = time_loss + depart_delay
+        delays.append(delay)
+        waits.append(float(el.get("waitingTime", 0) or 0))
+        if arrival >= 0:
+            trips.append(float(el.get("duration", 0) or 0))
+            series.setdefault(int((arrival - begin) // bin_s), []).append(delay)
+        el.clear()
+    n_bins = max(1, math.ceil((end - begin) / bin_s))
+    curve = [
+        (sum(series[b]) / len(series[b])) if series.get(b) else float("nan") for b in range(n_bins)
+    ]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return mean(delays), mean(trips), mean(waits), len(delays), len(trips), curve
+
+
+def run(
+    scenario: Scenario,
+    controller: str,
+    seed: int = 0,
+    options: HarnessOptions | None = None,
+) -> RunResult:
+    if controller not in CONTROLLERS:
+        raise ValueError(f"unknown controller {controller!r}; choose from {', '.join(CONTROLLERS)}")
+    options = options or HarnessOptions()
+    libsumo = import_libsumo()
+    net = read_net(scenario.net)
+    net_inters = intersections_from_net(net)
+    inters = {iid: ni.intersection for iid, ni in net_inters.items()}
+    controllers: dict[str, IntersectionController] = {}
+    sensing = None
+    if options.clearance not in ("shipped", "config"):
+        raise ValueError(f"clearance must be shipped or config, not {options.clearance!r}")
+    cfg = options.signals
+    base_rules = cfg.rules.rules()
+    rules_of = {
+        iid: clearance_rules(base_rules, ni.program) if options.clearance == "shipped"
+        else base_rules
+        for iid, ni in net_inters.items()
+    }  # fmt: skip
+    if controller != "fixed":
+        for iid, inter in inters.items():
+            rules = rules_of[iid]
+            controllers[iid] = IntersectionController(
+                inter, rules, make_planner(controller, inter, cfg, rules),
+                webster_plan(inter, rules, {}),
+                stale_after_s=cfg.stale_after_s, recover_after=cfg.recover_after,
+            )  # fmt: skip
+        sensing = SumoSensing(net, inters, cfg.sensing_range_m)
+    incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
+    with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
+        tripinfo = Path(tmp) / "tripinfo.xml"
+        args = [
+            "sumo", "-c", str(scenario.sumocfg),
+            "-b", str(scenario.begin), "-e", str(scenario.end),
+            "--seed", str(seed),
+            "--time-to-teleport", "-1",
+            "--no-step-log", "true", "--no-warnings", "true",
+            "--tripinfo-output", str(tripinfo),
+            "--tripinfo-output.write-unfinished", "true",
+            "--tripinfo-output.write-undeparted", "true",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        libsumo.start(args)
+        try:
+            if sensing is not None:
+                sensing.attach(libsumo)
+            flows: dict[str, int] = {}
+            flow_since = float(scenario.begin)
+            queue_sum = 0.0
+            steps = 0
+            fallback_steps = 0
+            now = float(libsumo.simulation.getTime())
+            for iid, ctl in controllers.items():
+                libsumo.trafficlight.setRedYellowGreenState(iid, ctl.head.state)
+            while now < scenario.end:
+                libsumo.simulationStep()
+                for ctl in controllers.values():
+                    ctl.tick(1.0)
+                now = float(libsumo.simulation.getTime())
+                queue_sum += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in incoming)
+                steps += 1
+                if sensing is None:
+                    continue
+                observations = sensing.observe(now)
+                dark = options.blackout is not None and (
+                    options.blackout[0] <= now - scenario.begin < options.blackout[1]
+                )
+                for iid, ctl in controllers.items():
+                    obs = observations[iid]
+                    for lane, lo in obs.incoming.items():
+                        flows[lane] = flows.get(lane, 0) + lo.departures
+                    state = ctl.step(now, None if dark else obs)
+                    if ctl.mode == "fallback":
+                        fallback_steps += 1
+                    libsumo.trafficlight.setRedYellowGreenState(iid, state)
+                if now - flow_since >= cfg.replan_s:
+                    hours = (now - flow_since) / 3600.0
+                    vph = {lane: n / hours for lane, n in flows.items()}
+                    for iid, ctl in controllers.items():
+                        ctl.set_fallback_plan(webster_plan(inters[iid], ctl.rules, vph))
+                    flows, flow_since = {}, now
+        finally:
+            libsumo.close()
+        wall = time.perf_counter() - t0
+        if options.tripinfo_copy is not None:
+            shutil.copyfile(tripinfo, options.tripinfo_copy)
+        if options.check_safety:
+            for ctl in controllers.values():
+                check_schedule(ctl.intersection, ctl.rules, ctl.head.recent_schedule())
+        delay, trip, wait, n, done, curve = _tripinfo_metrics(
+            tripinfo, scenario.end, scenario.begin, options.series_bin_s
+        )
+    return RunResult(
+        scenario=scenario.name,
+        controller=controller,
+        seed=seed,
+        delay=delay,
+        trip_time=trip,
+        waiting_time=wait,
+        queue=queue_sum / max(steps, 1) / max(len(inters), 1),
+        vehicles=n,
+        completed=done,
+        wall_s=wall,
+        fallback_steps=fallback_steps,
+        clearance=options.clearance,
+        delay_series=curve,
+    )
