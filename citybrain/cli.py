@@ -68,6 +68,28 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signals(args: argparse.Namespace) -> int:
+    import threading
+
+    from citybrain.signal_service import plan_once, run_planner
+    from common.bus import connect
+
+    config = _config(args)
+    client = connect(config.bus.redis_url, config.bus.cluster)
+    if args.once:
+        for o in plan_once(client, config.signals):
+            cycle = f", cycle {o.cycle_s:.0f} s" if o.cycle_s else ""
+            print(f"{o.intersection}: {o.action}{cycle} ({o.reason})")
+        return 0
+    stop = threading.Event()
+    import signal as _signal
+
+    for sig in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(sig, lambda *_: stop.set())
+    run_planner(client, config.signals, stop)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from citybrain.demo import DemoError, run_demo
     from common.redis_server import ServerUnavailableError
@@ -123,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     from citybrain.forecast.commands import add_parser as add_forecast_parser
 
     add_forecast_parser(sub)
+
+    signals = sub.add_parser("signals", help="signal plans from forecasts")
+    signals_sub = signals.add_subparsers(dest="action", required=True)
+    plan = signals_sub.add_parser(
+        "plan", help="size a Webster plan per intersection from its lane forecasts, propose it"
+    )
+    common(plan)
+    plan.add_argument("--once", action="store_true", help="one pass, print what it did, exit")
+    plan.set_defaults(func=_signals)
 
     from citybrain.sim.commands import add_parser as add_sim_parser
 

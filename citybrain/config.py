@@ -110,6 +110,13 @@ class SignalRulesConfig(StrictModel):
         1.2, gt=0, le=3, description="walking speed for crossing clearance (MUTCD: 1.07-1.2)"
     )
     max_cycle_s: float = Field(150.0, ge=30, le=300, description="longest fixed-time cycle")
+    max_clearance_hold_s: float = Field(
+        6.0,
+        ge=0,
+        le=30,
+        description="all-red is held this much longer at most while road users on "
+        "conflicting links are still in the junction box",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> SignalRulesConfig:
@@ -123,6 +130,24 @@ class SignalRulesConfig(StrictModel):
         from citybrain.signals.safety import SafetyRules
 
         return SafetyRules(**self.model_dump())
+
+
+class ArteryConfig(StrictModel):
+    """Intersections coordinated for a green wave, in the direction of travel."""
+
+    intersections: list[str] = Field(min_length=2, max_length=50)
+    distances_m: list[float] = Field(description="between consecutive intersections")
+    speed_kmh: float = Field(50.0, gt=5, le=130, description="progression speed")
+    main_phases: list[int] = Field(description="the green phase carrying the artery, each")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> ArteryConfig:
+        n = len(self.intersections)
+        if len(self.distances_m) != n - 1 or len(self.main_phases) != n:
+            raise ValueError(f"{n} intersections need {n - 1} distances_m and {n} main_phases")
+        if any(d <= 0 for d in self.distances_m):
+            raise ValueError("distances_m must be positive")
+        return self
 
 
 class SignalsConfig(StrictModel):
@@ -148,16 +173,33 @@ class SignalsConfig(StrictModel):
         0.2, ge=0, le=10, description="phase choice: weight of the longest wait per second"
     )
     max_red_s: float = Field(
-        120.0, ge=10, le=600, description="a phase with demand waits no longer than this"
+        180.0, ge=10, le=600, description="a phase with demand waits no longer than this"
     )
-    yield_ratio: float = Field(
-        0.0,
-        ge=0,
-        le=10,
-        description="cut a flowing green when another phase has 1/this times its road users",
+    share_memory_s: float = Field(
+        900.0, ge=60, le=86_400, description="turning counts are remembered this long"
     )
-    count_all: bool = Field(False, description="experimental")
-    congested_share: float = Field(0.0, ge=0, le=1, description="experimental")
+    permitted_weight: float = Field(
+        1.0, ge=0, le=1, description="demand weight of a permitted (yielding) movement"
+    )
+    overflow_share: float = Field(
+        0.8,
+        gt=0,
+        le=2,
+        description="a queue filling this share of the camera's view may run out of sight",
+    )
+    overflow_factor: float = Field(3.0, ge=1, le=10, description="demand weight of such a queue")
+    plan_horizon_min: int = Field(
+        15, ge=5, le=120, description="fixed-time plans are sized for this much forecast"
+    )
+    plan_interval_s: float = Field(
+        900.0, ge=60, le=86_400, description="how often `citybrain signals plan` re-plans"
+    )
+    auto_approve: bool = Field(
+        False, description="planner's plans take effect without an operator (audited)"
+    )
+    arteries: list[ArteryConfig] = Field(
+        default_factory=list, description="green waves: coordinated intersections"
+    )
     exit_weight: float = Field(
         0.0, ge=0, le=10, description="phase choice: weight against road users stopped on exits"
     )

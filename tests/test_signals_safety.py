@@ -285,3 +285,68 @@ def test_max_pressure_prefers_the_phase_with_more_waiting_and_free_exits() -> No
     )  # fmt: skip
     # Phase 2 has 16 waiting but both its exits are jammed: 16 - 20 < 10.
     assert planner.decide(obs, head).phase == 0
+
+
+def test_green_wave_offsets_follow_travel_time_on_a_common_cycle() -> None:
+    from citybrain.signals.coordination import Artery, green_wave, main_green_start
+
+    short = webster_plan(X, RULES, {"n_in": 300, "e_in": 300})
+    long = webster_plan(X, RULES, {"n_in": 900, "s_in": 800, "e_in": 500})
+    artery = Artery(("a", "b", "c"), (300.0, 450.0), 15.0, (0, 0, 0))
+    plans = green_wave(artery, {"a": long, "b": short, "c": short},
+                       {k: X for k in "abc"}, {k: RULES for k in "abc"})  # fmt: skip
+    cycle = long.cycle_s(X, RULES)
+    for k in "abc":
+        plans[k].validate(X, RULES)
+        assert plans[k].cycle_s(X, RULES) == pytest.approx(cycle)
+    # The main green starts 20 s (300 m at 15 m/s) later at b, 30 s after that at c.
+    starts = {k: plans[k].offset_s + main_green_start(plans[k], 0, X, RULES) for k in "abc"}
+    assert (starts["b"] - starts["a"]) % cycle == pytest.approx(20.0, abs=0.1)
+    assert (starts["c"] - starts["b"]) % cycle == pytest.approx(30.0, abs=0.1)
+    with pytest.raises(ValueError, match="2 distances"):
+        Artery(("a", "b", "c"), (300.0,), 15.0, (0, 0, 0))
+
+
+def test_all_red_is_held_while_a_conflicting_road_user_is_still_in_the_box() -> None:
+    rules = SafetyRules(min_green_s=5, yellow_s=3, all_red_s=1, max_clearance_hold_s=4)
+    head = SignalHead(X, rules, initial_phase=0)
+    for _ in range(5):
+        head.tick(1)
+    assert head.request(2)
+    shown = []
+    # A car on link 0 (north-south through) is stuck in the junction the whole time: link 2
+    # (east-west) crosses it, so the change to phase 2 waits, but only 4 s longer.
+    for _ in range(12):
+        shown.append(head.state)
+        head.tick(1, in_box={0: 1})
+    assert shown == ["yyrry"] * 3 + ["rrrrr"] * 5 + ["rrGGr"] * 4
+    assert head.clearance_holds == 1
+    check_schedule(X, rules, head.recent_schedule())
+    # A car on link 3 (same direction as the new green) holds nothing.
+    head2 = SignalHead(X, rules, initial_phase=0)
+    for _ in range(5):
+        head2.tick(1)
+    head2.request(2)
+    for _ in range(4):
+        head2.tick(1, in_box={3: 2})
+    assert head2.state == "rrGGr"
+
+
+def test_turning_counts_split_a_shared_lane_between_phases() -> None:
+    # Lane "a" carries a through movement (link 0) and a left turn (link 1, permitted in
+    # phase 0, protected in phase 1); lane "b" is the oncoming through (link 2).
+    inter = SignalIntersection(
+        "shared",
+        (Link(0, "a", "x"), Link(1, "a", "y", "l"), Link(2, "b", "z")),
+        frozenset({(1, 2)}),
+        ("GgG", "rGr"),
+    )
+    planner = AdaptivePlanner(inter, RULES, permitted_weight=0.5)
+    assert planner.served_share("a", 1) == pytest.approx(0.5)  # no counts yet: even split
+    obs = IntersectionObservation("shared", 0.0, 120.0, {"a": LaneObservation(), "b":
+                                  LaneObservation()}, departures_by_link={0: 9, 1: 1})  # fmt: skip
+    head = SignalHead(inter, RULES)
+    planner.decide(obs, head)
+    # 10 through against 2 left (each with its prior of 1): the left phase serves 1/6.
+    assert planner.served_share("a", 1) == pytest.approx(2 / 12)
+    assert planner.served_share("a", 0) == pytest.approx((10 + 2 * 0.5) / 12)

@@ -82,6 +82,7 @@ class IntersectionController:
         self.mode = planner.name if planner else "fixed-plan"
         self.reason = "start"
         self.last_decision: Decision | None = None
+        self._in_box: dict[int, int] = {}
 
     def set_fallback_plan(self, plan: FixedPlan) -> None:
         self.fallback = FixedPlanPlanner(self.intersection, self.rules, plan)
@@ -102,6 +103,7 @@ class IntersectionController:
             decision = self.fallback.decide_at(now)
         else:
             problem = self._distrust(now, obs)
+            self._in_box = obs.in_box if obs is not None and problem is None else {}
             if problem is not None:
                 self._good = 0
                 if self.mode != "fallback":
@@ -124,7 +126,7 @@ class IntersectionController:
         return self.head.state
 
     def tick(self, dt: float) -> None:
-        self.head.tick(dt)
+        self.head.tick(dt, self._in_box)
 
     def status(self) -> ControllerStatus:
         return ControllerStatus(self.intersection.id, self.mode, self.reason, self.head.status())

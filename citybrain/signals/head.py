@@ -11,10 +11,11 @@ is therefore safe by construction, and ``recent_schedule`` lets a test prove it 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from citybrain.signals.intersection import SignalIntersection
-from citybrain.signals.safety import SafetyRules, transition
+from citybrain.signals.safety import SafetyRules, all_red_state, transition
 
 EPS = 1e-6
 
@@ -55,6 +56,13 @@ class SignalHead:
         self._step_left = 0.0
         self._now = 0.0
         self._schedule: deque[tuple[str, float, int | None]] = deque(maxlen=history)
+        self._foes: dict[int, set[int]] = {}
+        for i, j in intersection.conflicts:
+            self._foes.setdefault(i, set()).add(j)
+            self._foes.setdefault(j, set()).add(i)
+        self._from_state = self.state
+        self._held_s = 0.0
+        self.clearance_holds = 0  # changes that waited for the junction box to clear
 
     @property
     def in_transition(self) -> bool:
@@ -74,6 +82,8 @@ class SignalHead:
         current = self.intersection.green_phases[self.phase]
         target = self.intersection.green_phases[phase]
         self._steps = transition(current, target, self.rules)
+        self._from_state = current
+        self._held_s = 0.0
         self.red_since[self.phase] = self._now
         self.next_phase = phase
         if not self._steps:  # the two phases differ only in links that stay green
@@ -89,8 +99,13 @@ class SignalHead:
         self.state = self.intersection.green_phases[phase]
         self.green_elapsed_s = 0.0
 
-    def tick(self, dt: float) -> str:
-        """Advance by ``dt`` seconds (the state shown during them was ``self.state``)."""
+    def tick(self, dt: float, in_box: Mapping[int, int] | None = None) -> str:
+        """Advance by ``dt`` seconds (the state shown during them was ``self.state``).
+
+        ``in_box``: road users inside the junction by link, as last seen; a change does
+        not complete while any of them is on a link conflicting with the coming green
+        (all-red is held, up to ``max_clearance_hold_s``).
+        """
         self._record(self.state, dt, self.phase)
         self._now += dt
         if self.phase is not None:
@@ -101,10 +116,25 @@ class SignalHead:
             if self._steps:
                 self.state, left = self._steps.pop(0)
                 self._step_left += left
-            else:
-                assert self.next_phase is not None
-                self._enter(self.next_phase)
+                continue
+            assert self.next_phase is not None
+            target = self.intersection.green_phases[self.next_phase]
+            if self._held_s < self.rules.max_clearance_hold_s and self._box_blocks(target, in_box):
+                if self._held_s == 0:
+                    self.clearance_holds += 1
+                self.state = all_red_state(self._from_state, target)
+                self._held_s += dt
+                self._step_left = dt
+                break
+            self._enter(self.next_phase)
         return self.state
+
+    def _box_blocks(self, target: str, in_box: Mapping[int, int] | None) -> bool:
+        if not in_box:
+            return False
+        holding = all_red_state(self._from_state, target)
+        turning_green = (j for j, c in enumerate(target) if c in "Gg" and holding[j] not in "Gg")
+        return any(in_box.get(i, 0) > 0 for j in turning_green for i in self._foes.get(j, ()))
 
     def _record(self, state: str, dt: float, phase: int | None) -> None:
         last = self._schedule[-1] if self._schedule else None

@@ -34,7 +34,7 @@ class MaxPressurePlanner:
         intersection: SignalIntersection,
         rules: SafetyRules,
         *,
-        max_red_s: float = 120.0,
+        max_red_s: float = 180.0,
     ) -> None:
         self.intersection = intersection
         self.rules = rules

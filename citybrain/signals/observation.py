@@ -26,6 +26,9 @@ class LaneObservation:
     mean_speed_mps: float | None = None
     departures: int = 0  # crossed the stop line since the previous observation
     watched_m: float | None = None  # lane length in view, upstream branches summed
+    # Exit lanes: distance from the junction to the nearest stopped road user; a small one
+    # means the lane is full back to the junction and a green into it only blocks the box.
+    stopped_from_junction_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class IntersectionObservation:
     range_m: float
     incoming: dict[str, LaneObservation] = field(default_factory=dict)
     outgoing: dict[str, LaneObservation] = field(default_factory=dict)
+    # Road users inside the junction box, by the signal link they are on: the head holds
+    # all-red until those on links conflicting with the next green have cleared.
+    in_box: dict[int, int] = field(default_factory=dict)
+    # Road users that left each lane by each link since the previous observation: the
+    # turning counts an RSU measures, from which planners learn how lanes split.
+    departures_by_link: dict[int, int] = field(default_factory=dict)
 
 
 def implausible(obs: IntersectionObservation, expected_lanes: tuple[str, ...]) -> str | None:

@@ -34,6 +34,9 @@ class SafetyRules:
     ped_walk_s: float = 7.0
     ped_speed_mps: float = 1.2
     max_cycle_s: float = 150.0
+    # All-red is held past all_red_s while road users on conflicting links are still in the
+    # junction box, up to this much longer.
+    max_clearance_hold_s: float = 6.0
 
     def __post_init__(self) -> None:
         if self.min_green_s < 1:

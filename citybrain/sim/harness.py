@@ -140,11 +140,12 @@ def make_planner(
     if controller == "maxpressure":
         return MaxPressurePlanner(inter, rules, max_red_s=cfg.max_red_s)
     if controller == "citybrain":
-        return AdaptivePlanner(inter, rules, gap_s=cfg.gap_s,
-                               wait_weight_per_s=cfg.wait_weight_per_s,
-                               max_red_s=cfg.max_red_s, exit_weight=cfg.exit_weight,
-                               yield_ratio=cfg.yield_ratio, count_all=cfg.count_all,
-                               congested_share=cfg.congested_share)  # fmt: skip
+        return AdaptivePlanner(
+            inter, rules, gap_s=cfg.gap_s, wait_weight_per_s=cfg.wait_weight_per_s,
+            max_red_s=cfg.max_red_s, share_memory_s=cfg.share_memory_s,
+            permitted_weight=cfg.permitted_weight, overflow_share=cfg.overflow_share,
+            overflow_factor=cfg.overflow_factor,
+        )  # fmt: skip
     raise ValueError(f"no planner for controller {controller!r}")
 
 
@@ -210,7 +211,8 @@ def run(
                 webster_plan(inter, rules, {}),
                 stale_after_s=cfg.stale_after_s, recover_after=cfg.recover_after,
             )  # fmt: skip
-        sensing = SumoSensing(net, inters, cfg.sensing_range_m)
+        sensing = SumoSensing(net, inters, cfg.sensing_range_m,
+                              {iid: ni.box_lanes for iid, ni in net_inters.items()})  # fmt: skip
     incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
     with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
         tripinfo = Path(tmp) / "tripinfo.xml"

@@ -41,8 +41,17 @@ def _upstream(net, lane, remaining: float, offset: float, depth: int = 0):
 
 
 class SumoSensing:
-    def __init__(self, net, intersections: dict[str, SignalIntersection], range_m: float = 120.0):
+    def __init__(
+        self,
+        net,
+        intersections: dict[str, SignalIntersection],
+        range_m: float = 120.0,
+        box_lanes: dict[str, dict[str, int]] | None = None,
+    ):
         self.range_m = range_m
+        # internal lane -> (intersection, link index)
+        self._box = {lane: (iid, link) for iid, lanes in (box_lanes or {}).items()
+                     for lane, link in lanes.items()}  # fmt: skip
         self.intersections = intersections
         self._watches: dict[str, list[_Watch]] = defaultdict(list)
         self._watched_m: dict[tuple[str, str, bool], float] = defaultdict(float)
@@ -73,9 +82,12 @@ class SumoSensing:
         for vid in ls.simulation.getDepartedIDList():
             ls.vehicle.subscribe(vid, self._vars)
         lane_v, pos_v, speed_v, wait_v = self._vars
-        # per (intersection, lane, incoming): [vehicles, queue, max_wait, etas, speed_sum]
+        # per (intersection, lane, incoming):
+        # [vehicles, queue, max_wait, etas, speed_sum, nearest stopped position (exits)]
         acc: dict[tuple[str, str, bool], list] = {}
         departures: dict[tuple[str, str], int] = defaultdict(int)
+        in_box: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        by_link: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         last = self._last_lane
         seen: dict[str, str] = {}
         for vid, res in ls.vehicle.getAllSubscriptionResults().items():
@@ -86,8 +98,14 @@ class SumoSensing:
             before = last.get(vid)
             if before is not None and before != lane and before in self._stop_lanes:
                 departures[(self._stop_lanes[before], before)] += 1
+                box = self._box.get(lane)
+                if box is not None:
+                    by_link[box[0]][box[1]] += 1
             watches = self._watches.get(lane)
             if not watches:
+                box = self._box.get(lane)
+                if box is not None:
+                    in_box[box[0]][box[1]] += 1
                 continue
             pos, speed, wait = res[pos_v], res[speed_v], res[wait_v]
             for w in watches:
@@ -96,12 +114,14 @@ class SumoSensing:
                 key = (w.intersection_id, w.lane, w.incoming)
                 a = acc.get(key)
                 if a is None:
-                    a = acc[key] = [0, 0, 0.0, [], 0.0]
+                    a = acc[key] = [0, 0, 0.0, [], 0.0, float("inf")]
                 a[0] += 1
                 a[4] += speed
                 if speed < HALTING_MPS:
                     a[1] += 1
                     a[2] = max(a[2], wait)
+                    if not w.incoming:
+                        a[5] = min(a[5], pos)
                 elif w.incoming:
                     a[3].append((w.end - pos + w.offset) / speed)
         self._last_lane = seen
@@ -127,8 +147,20 @@ class SumoSensing:
                     LaneObservation(watched_m=watched)
                     if a is None
                     else LaneObservation(
-                        vehicles=a[0], queue=a[1], mean_speed_mps=a[4] / a[0], watched_m=watched
+                        vehicles=a[0],
+                        queue=a[1],
+                        mean_speed_mps=a[4] / a[0],
+                        watched_m=watched,
+                        stopped_from_junction_m=a[5] if a[5] != float("inf") else None,
                     )
                 )
-            out[iid] = IntersectionObservation(iid, now, self.range_m, incoming, outgoing)
+            out[iid] = IntersectionObservation(
+                iid,
+                now,
+                self.range_m,
+                incoming,
+                outgoing,
+                dict(in_box.get(iid, {})),
+                dict(by_link.get(iid, {})),
+            )
         return out

@@ -22,12 +22,16 @@ class ShippedProgram:
 class NetIntersection:
     intersection: SignalIntersection
     program: ShippedProgram | None
+    # Lanes inside the junction box -> the signal link whose path they are part of.
+    box_lanes: dict[str, int]
 
 
 def read_net(path: str | Path):
     import sumolib
 
-    return sumolib.net.readNet(str(path), withPrograms=True, withPedestrianConnections=True)
+    return sumolib.net.readNet(
+        str(path), withPrograms=True, withPedestrianConnections=True, withInternal=True
+    )
 
 
 def _crossing_length(net, connection) -> float:
@@ -106,7 +110,7 @@ def intersections_from_net(net) -> dict[str, NetIntersection]:
             green_phases=tuple(greens),
             lane_lengths=lane_lengths,
         )
-        out[tls.getID()] = NetIntersection(intersection, shipped)
+        out[tls.getID()] = NetIntersection(intersection, shipped, _box_lanes(net, by_index))
     return out
 
 
@@ -121,3 +125,24 @@ def _cross(a, b) -> bool:
         return bool(ja.areFoes(a.getJunctionIndex(), b.getJunctionIndex()))
     except (KeyError, IndexError):
         return False
+
+
+def _box_lanes(net, by_index: dict[int, list]) -> dict[str, int]:
+    """Internal (junction) lanes of each link, following chains through internal junctions."""
+    out: dict[str, int] = {}
+    for index, conns in by_index.items():
+        for conn in conns:
+            lane_id = conn.getViaLaneID()
+            hops = 0
+            while lane_id and lane_id.startswith(":") and hops < 8 and lane_id not in out:
+                out[lane_id] = index
+                hops += 1
+                try:
+                    lane = net.getLane(lane_id)
+                except KeyError:
+                    break
+                nxt = lane.getOutgoing()
+                if not nxt:
+                    break
+                lane_id = nxt[0].getViaLaneID() or nxt[0].getToLane().getID()
+    return out
