@@ -59,10 +59,14 @@ def machine_info() -> dict[str, object]:
                 break
     except OSError:
         pass
-    import sumo
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        sumo_version = version("eclipse-sumo")
+    except PackageNotFoundError:
+        sumo_version = "unknown"
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "sumo": sumo.__version__}  # fmt: skip
+            "sumo": sumo_version}  # fmt: skip
 
 
 def _one(job: tuple[str, str, int]) -> dict:

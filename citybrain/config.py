@@ -188,6 +188,20 @@ class SignalsConfig(StrictModel):
         description="a queue filling this share of the camera's view may run out of sight",
     )
     overflow_factor: float = Field(3.0, ge=1, le=10, description="demand weight of such a queue")
+    patience_s: float = Field(
+        60.0,
+        ge=0,
+        le=600,
+        description="a flowing green is cut once someone elsewhere has waited this long "
+        "(0: only max_green_s cuts it)",
+    )
+    blocked_within_m: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="an exit with a stopped road user this close to the junction is full: "
+        "movements into it do not count as demand (0: off)",
+    )
     plan_horizon_min: int = Field(
         15, ge=5, le=120, description="fixed-time plans are sized for this much forecast"
     )

@@ -350,3 +350,26 @@ def test_turning_counts_split_a_shared_lane_between_phases() -> None:
     # 10 through against 2 left (each with its prior of 1): the left phase serves 1/6.
     assert planner.served_share("a", 1) == pytest.approx(2 / 12)
     assert planner.served_share("a", 0) == pytest.approx((10 + 2 * 0.5) / 12)
+
+
+def test_adaptive_cuts_a_flowing_green_for_a_long_wait_and_ignores_blocked_exits() -> None:
+    head = SignalHead(X, RULES, initial_phase=0)
+    for _ in range(10):
+        head.tick(1)
+    planner = AdaptivePlanner(X, RULES, gap_s=3, patience_s=60, blocked_within_m=10)
+    flowing = LaneObservation(vehicles=2, etas_s=(1.0, 2.5))
+    short = _obs(10, n_in=flowing, e_in=LaneObservation(vehicles=1, queue=1, max_wait_s=30))
+    assert planner.decide(short, head).reason == "extend"
+    long = _obs(10, n_in=flowing, e_in=LaneObservation(vehicles=1, queue=1, max_wait_s=61))
+    assert (planner.decide(long, head).phase, planner.decide(long, head).reason) == (
+        2,
+        "waited long enough",
+    )
+    # East-west queues, but their exit is full to 4 m from the junction: not demand.
+    jammed = IntersectionObservation(
+        "x1", 10.0, 120.0,
+        {**_obs(10).incoming, "n_in": LaneObservation(vehicles=1, etas_s=(9.0,)),
+         "e_in": LaneObservation(vehicles=5, queue=5, max_wait_s=20)},
+        {"w_out": LaneObservation(vehicles=8, queue=8, stopped_from_junction_m=4.0)},
+    )  # fmt: skip
+    assert planner.decide(jammed, head).reason == "rest in green"

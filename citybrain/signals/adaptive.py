@@ -5,8 +5,11 @@ will reach its stop line within ``gap_s``), the green is extended up to ``max_gr
 When it gaps out, the next phase is the one with the most to serve: stopped road users,
 plus those arriving before the change would complete, plus a weight on the longest wait so
 that a short queue that has waited long is not starved.  A queue that fills the camera's
-view may run out of sight, so it counts ``overflow_factor`` times.  With no demand
-elsewhere the green rests where it is; ``max_red_s`` bounds anyone's wait.
+view may run out of sight, so it counts ``overflow_factor`` times.  A flowing green is cut
+once someone elsewhere has waited ``patience_s``; with no demand elsewhere it rests where it
+is; ``max_red_s`` bounds anyone's wait.  Movements whose exits are full back to the junction
+(a stopped road user within ``blocked_within_m``) are not demand: their green would only
+fill the junction box.
 
 Demand is counted per movement, not per lane: a lane shared by a through movement and a
 left turn is only partly served by a left-turn phase.  The split comes from the turning
@@ -42,6 +45,8 @@ class AdaptivePlanner:
         permitted_weight: float = 1.0,
         overflow_share: float = 0.8,
         overflow_factor: float = 3.0,
+        patience_s: float = 60.0,
+        blocked_within_m: float = 10.0,
     ) -> None:
         self.intersection = intersection
         self.rules = rules
@@ -51,12 +56,21 @@ class AdaptivePlanner:
         self.share_memory_s = share_memory_s
         self.overflow_share = overflow_share
         self.overflow_factor = overflow_factor
+        self.patience_s = patience_s
+        self.blocked_within_m = blocked_within_m
         n = len(intersection.green_phases)
         self._lanes = [intersection.phase_lanes(k) for k in range(n)]
         self._lane_links: dict[str, list[int]] = {}
         for lk in intersection.links:
             if lk.from_lane and not lk.pedestrian:
                 self._lane_links.setdefault(lk.from_lane, []).append(lk.index)
+        # Per phase and lane: the exits its green movements lead to (spillback guard).
+        self._exits = [
+            {lane: tuple(lk.to_lane for lk in intersection.phase_links(k)
+                         if lk.from_lane == lane and lk.to_lane)
+             for lane in self._lanes[k]}
+            for k in range(n)
+        ]  # fmt: skip
         self._weight = [
             {lk.index: 1.0 if state[lk.index] == "G" else permitted_weight
              for lk in intersection.phase_links(k)}
@@ -87,13 +101,25 @@ class AdaptivePlanner:
         return sum(self._counts[k] * weights.get(k, 0.0) for k in links) / total
 
     # -- demand
+    def _blocked(self, obs: IntersectionObservation, phase: int, lane: str) -> bool:
+        """Every exit of the lane's movements is full back to the junction: a green would
+        only let road users into the box, where they block everyone else."""
+        if self.blocked_within_m <= 0:
+            return False
+        exits = self._exits[phase].get(lane, ())
+        for ex in exits:
+            near = obs.outgoing.get(ex, EMPTY).stopped_from_junction_m
+            if near is None or near > self.blocked_within_m:
+                return False
+        return bool(exits)
+
     def _busy(self, obs: IntersectionObservation, phase: int) -> bool:
         """Will someone who can use this green reach the stop line within ``gap_s``?"""
         expected = 0.0
         for lane in self._lanes[phase]:
             lo = obs.incoming.get(lane, EMPTY)
             arriving = sum(1 for eta in lo.etas_s if eta <= self.gap_s)
-            if arriving:
+            if arriving and not self._blocked(obs, phase, lane):
                 expected += arriving * self.served_share(lane, phase)
         return expected >= 0.5
 
@@ -103,7 +129,7 @@ class AdaptivePlanner:
         longest = 0.0
         for lane in self._lanes[phase]:
             share = self.served_share(lane, phase)
-            if share <= 0:
+            if share <= 0 or self._blocked(obs, phase, lane):
                 continue
             lo = obs.incoming.get(lane, EMPTY)
             waiting = lo.queue + sum(1 for eta in lo.etas_s if eta <= horizon)
@@ -137,7 +163,16 @@ class AdaptivePlanner:
         if not others:
             return Decision(current, "rest in green")
         busy = self._busy(obs, current)
-        if busy and head.green_elapsed_s < self.rules.max_green_s:
-            return Decision(current, "extend")
         best = max(others, key=lambda k: scores[k])
+        if busy and head.green_elapsed_s < self.rules.max_green_s:
+            if self.patience_s <= 0 or self._longest_wait(obs, others) < self.patience_s:
+                return Decision(current, "extend")
+            return Decision(best, "waited long enough")
         return Decision(best, "max green" if busy else "gap out")
+
+    def _longest_wait(self, obs: IntersectionObservation, phases: list[int]) -> float:
+        return max(
+            (obs.incoming.get(lane, EMPTY).max_wait_s for k in phases for lane in self._lanes[k]
+             if self.served_share(lane, k) > 0),
+            default=0.0,
+        )  # fmt: skip

@@ -144,7 +144,8 @@ def make_planner(
             inter, rules, gap_s=cfg.gap_s, wait_weight_per_s=cfg.wait_weight_per_s,
             max_red_s=cfg.max_red_s, share_memory_s=cfg.share_memory_s,
             permitted_weight=cfg.permitted_weight, overflow_share=cfg.overflow_share,
-            overflow_factor=cfg.overflow_factor,
+            overflow_factor=cfg.overflow_factor, patience_s=cfg.patience_s,
+            blocked_within_m=cfg.blocked_within_m,
         )  # fmt: skip
     raise ValueError(f"no planner for controller {controller!r}")
 

@@ -22,20 +22,26 @@ def ensure_sumo_env() -> str:
 
 
 def import_libsumo():
-    """``libsumo``, imported with its start-up notices sent to stderr.
+    """``libsumo``, imported without its start-up notices on stdout.
 
-    libsumo prints a pyarrow version warning on stdout when pyarrow is installed (we do
-    not use SUMO's Parquet output); stdout is kept for the JSON lines of our commands.
+    libsumo prints a pyarrow version warning on stdout when pyarrow is installed; we do not
+    use SUMO's Parquet output, so that notice is dropped, and anything else it prints goes
+    to stderr: stdout is kept for the JSON lines of our commands.
     """
     import contextlib
+    import io
     import sys
 
     ensure_sumo_env()
-    with contextlib.redirect_stdout(sys.stderr):
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
         try:
             import libsumo
         except ImportError as exc:
             raise SumoUnavailableError("libsumo is not installed: pip install -e '.[sim]'") from exc
+    for line in captured.getvalue().splitlines():
+        if "pyarrow" not in line:
+            print(line, file=sys.stderr)
     return libsumo
 
 
