@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 
-.PHONY: demo test lint install bench bench-ingest bench-signals clean
+.PHONY: demo test lint install bench bench-ingest bench-signals bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-ingest: $(STAMP)
 # Signal controllers on every RESCO scenario in SUMO (about 10 minutes with 3 seeds).
 bench-signals: $(STAMP)
 	$(BIN)/python benchmarks/signals.py $(BENCH_ARGS)
+
+# Route queries: the ALT router against networkx Dijkstra on a SUMO net and a 10,000-node grid.
+bench-routing: $(STAMP)
+	$(BIN)/python benchmarks/routing.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

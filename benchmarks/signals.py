@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CONTROLLERS = ("fixed", "maxpressure", "citybrain")
 LEARNERS = ("IDQN", "IPPO", "MPLight", "FMA2C")
@@ -51,22 +51,16 @@ PUBLISHED = {
 
 
 def machine_info() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from importlib.metadata import PackageNotFoundError, version
 
+    from rsu_latency import machine_info as base_info
+
+    info = base_info()
     try:
-        sumo_version = version("eclipse-sumo")
+        info["sumo"] = version("eclipse-sumo")
     except PackageNotFoundError:
-        sumo_version = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "sumo": sumo_version}  # fmt: skip
+        info["sumo"] = "unknown"
+    return info
 
 
 def _one(job: tuple[str, str, int]) -> dict:
@@ -149,14 +143,16 @@ def main() -> int:
         figures[name]["citybrain_over_fixed"] = round(ratio, 3) if ratio else None
         figures[name]["best_published_learner"] = best
     lines += ["", "Trip time, waiting time and queue (mean halting vehicles per intersection):", "",
-              "| scenario | controller | delay | trip time | waiting time | queue | trips done |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+              "| scenario | controller | delay | trip time | waiting time | queue | trips done "
+              "| fallback steps | clearance holds |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for name in names:
         for c in CONTROLLERS:
             t = table[name][c]
             lines.append(f"| {name} | {c} | {t['delay']:.2f} | {t['trip_time']:.2f} | "
                          f"{t['waiting_time']:.2f} | {t['queue']:.2f} | "
-                         f"{t['completed']:.0f}/{t['vehicles']:.0f} |")  # fmt: skip
+                         f"{t['completed']:.0f}/{t['vehicles']:.0f} | "
+                         f"{t['fallback_steps']} | {t['clearance_holds']} |")  # fmt: skip
     charts = []
     for name in names:
         series = {c: table[name][c]["delay_series"] for c in CONTROLLERS}

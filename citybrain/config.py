@@ -219,6 +219,23 @@ class SignalsConfig(StrictModel):
     )
 
 
+class RoutingConfig(StrictModel):
+    """The road graph and how its travel times are kept."""
+
+    graph: str | None = Field(
+        None, description="road network: a SUMO .net.xml or a GeoJSON of road segments"
+    )
+    landmarks: int = Field(16, ge=1, le=64, description="ALT landmarks")
+    refresh_s: float = Field(
+        300.0, ge=10, le=86_400, description="travel times are re-estimated this often"
+    )
+    bins: int = Field(12, ge=1, le=288, description="forecast bins of travel time ahead")
+    edge_lanes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="edge id -> the RSU lanes (rsu/camera/lane) that watch it",
+    )
+
+
 class CitybrainConfig(StrictModel):
     bus: BusConfig = Field(default_factory=BusConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -226,6 +243,7 @@ class CitybrainConfig(StrictModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
 def load_citybrain_config(path: str | None, redis_url: str | None = None) -> CitybrainConfig:

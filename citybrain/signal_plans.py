@@ -232,64 +232,54 @@ class SignalPlanStore:
         self.audit(iid, "propose", actor, plan, reason)
         return record
 
-    def approve(self, iid: str, actor: str, reason: str | None = None) -> PlanRecord:
+    def _existing(self, iid: str) -> PlanRecord:
         record = self.record(iid)
         if record is None:
             raise LookupError(f"intersection {iid!r} has no signal configuration")
+        return record
+
+    def _activate(
+        self,
+        iid: str,
+        record: PlanRecord,
+        plan: PlanSpec,
+        mode: str,
+        action: str,
+        actor: str,
+        reason: str | None,
+        *,
+        keep_proposal: bool,
+    ) -> PlanRecord:
+        """Put ``plan`` in force (checked against the current model), remembering the old."""
+        self._checked(iid, plan)
+        new = PlanRecord(
+            active=plan, mode=mode, previous=record.active, previous_mode=record.mode,
+            proposed=record.proposed if keep_proposal else None,
+            proposed_at_ms=record.proposed_at_ms if keep_proposal else None,
+            updated_at_ms=_now_ms(), updated_by=actor, reason=reason,
+        )  # fmt: skip
+        self._save(iid, new)
+        self.audit(iid, action, actor, plan, reason)
+        return new
+
+    def approve(self, iid: str, actor: str, reason: str | None = None) -> PlanRecord:
+        record = self._existing(iid)
         if record.proposed is None:
             raise PlanError("there is no proposed plan to approve")
-        self._checked(iid, record.proposed)  # the model may have changed since
-        new = PlanRecord(
-            active=record.proposed,
-            mode="planned",
-            previous=record.active,
-            previous_mode=record.mode,
-            updated_at_ms=_now_ms(),
-            updated_by=actor,
-            reason=reason,
-        )
-        self._save(iid, new)
-        self.audit(iid, "approve", actor, new.active, reason)
-        return new
+        return self._activate(iid, record, record.proposed, "planned", "approve", actor, reason,
+                              keep_proposal=False)  # fmt: skip
 
     def override(self, iid: str, plan: PlanSpec, actor: str, reason: str) -> PlanRecord:
-        _, record = self._checked(iid, plan)
-        new = PlanRecord(
-            active=plan,
-            mode="override",
-            previous=record.active,
-            previous_mode=record.mode,
-            proposed=record.proposed,
-            proposed_at_ms=record.proposed_at_ms,
-            updated_at_ms=_now_ms(),
-            updated_by=actor,
-            reason=reason,
-        )
-        self._save(iid, new)
-        self.audit(iid, "override", actor, plan, reason)
-        return new
+        record = self._existing(iid)
+        return self._activate(iid, record, plan, "override", "override", actor, reason,
+                              keep_proposal=True)  # fmt: skip
 
     def revert(self, iid: str, actor: str, reason: str | None = None) -> PlanRecord:
-        record = self.record(iid)
-        if record is None:
-            raise LookupError(f"intersection {iid!r} has no signal configuration")
+        record = self._existing(iid)
         if record.previous is None:
             raise PlanError("there is no previous plan to revert to")
-        self._checked(iid, record.previous)
-        new = PlanRecord(
-            active=record.previous,
-            mode=record.previous_mode or "fixed",
-            previous=record.active,
-            previous_mode=record.mode,
-            proposed=record.proposed,
-            proposed_at_ms=record.proposed_at_ms,
-            updated_at_ms=_now_ms(),
-            updated_by=actor,
-            reason=reason,
-        )
-        self._save(iid, new)
-        self.audit(iid, "revert", actor, new.active, reason)
-        return new
+        return self._activate(iid, record, record.previous, record.previous_mode or "fixed",
+                              "revert", actor, reason, keep_proposal=True)  # fmt: skip
 
     # -- audit
     def audit(

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from citybrain.api import create_app
 from citybrain.auth import KeyStore, Role
 from citybrain.config import CitybrainConfig
+from common.datadir import resolve_asset
 from common.redis_server import LocalRedisServer
 
 SERVER = LocalRedisServer()
@@ -21,7 +22,12 @@ STATE_DIR = tempfile.mkdtemp(prefix="v2x-fuzz-")
 def _app():  # built at import: schemathesis reads the schema to make its tests
     SERVER.start()
     config = CitybrainConfig.model_validate(
-        {"bus": {"redis_url": SERVER.url}, "history": {"url": f"sqlite:///{STATE_DIR}/h.db"}}
+        {
+            "bus": {"redis_url": SERVER.url},
+            "history": {"url": f"sqlite:///{STATE_DIR}/h.db"},
+            # A real road graph, so that /routes is fuzzed for real.
+            "routing": {"graph": str(resolve_asset("sumo/resco/ingolstadt1/ingolstadt1.net.xml"))},
+        }
     )
     client = redis.Redis.from_url(SERVER.url)
     _, secret = KeyStore(client).create("fuzz", Role.admin)

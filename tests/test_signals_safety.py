@@ -373,3 +373,13 @@ def test_adaptive_cuts_a_flowing_green_for_a_long_wait_and_ignores_blocked_exits
         {"w_out": LaneObservation(vehicles=8, queue=8, stopped_from_junction_m=4.0)},
     )  # fmt: skip
     assert planner.decide(jammed, head).reason == "rest in green"
+
+
+def test_webster_never_overshoots_the_cycle_when_greens_hit_both_bounds() -> None:
+    # Found by hypothesis: two phases capped at max green and one at its minimum summed to
+    # more than the cycle allowed.
+    rules = SafetyRules(min_green_s=5, max_green_s=22, yellow_s=3, all_red_s=2, max_cycle_s=60)
+    plan = webster_plan(X, rules, {"n_in": 2000, "s_in": 2000, "e_in": 2000, "w_in": 2000})
+    plan.validate(X, rules)
+    assert plan.cycle_s(X, rules) <= 60 + 1e-6
+    assert [s.green_s for s in plan.stages][1] == 5

@@ -5,7 +5,16 @@ from __future__ import annotations
 import redis
 from fastapi import FastAPI
 
-from citybrain.api import forecasts, intersections, keys, problems, rsus, service, signals
+from citybrain.api import (
+    forecasts,
+    intersections,
+    keys,
+    problems,
+    routes,
+    rsus,
+    service,
+    signals,
+)
 from citybrain.api.context import ApiContext
 from citybrain.auth import KeyStore
 from citybrain.config import CitybrainConfig
@@ -52,7 +61,7 @@ def create_app(
         history=history,
     )
     problems.install(app)
-    for module in (service, rsus, intersections, signals, forecasts, keys):
+    for module in (service, rsus, intersections, signals, forecasts, routes, keys):
         app.include_router(module.router)
     app.include_router(signals.audit_router)
     return app

@@ -31,6 +31,7 @@ class ApiContext:
     registry: RsuRegistry
     history: HistoryStore | None
     health_cache: tuple[float, Any] | None = None  # (monotonic time, HealthReport)
+    routing: Any = None  # RoutingService, built on the first /routes request
 
 
 def context(request: Request) -> ApiContext:

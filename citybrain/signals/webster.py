@@ -99,4 +99,10 @@ def _split(effective: float, ratios: list[float], mins: list[float], max_green: 
                 greens[k] = g
         if not changed:
             break
+    # Pinning at both bounds can overshoot (two phases capped at max green while a third
+    # takes its minimum): take the excess back from the greens above their minimum.
+    excess = sum(greens) - effective
+    above = sum(g - m for g, m in zip(greens, mins, strict=True))
+    if excess > 1e-9 and above > 0:
+        greens = [g - excess * (g - m) / above for g, m in zip(greens, mins, strict=True)]
     return greens

@@ -24,6 +24,7 @@ def summarise(results: list) -> dict[str, Any]:
     out["vehicles"] = round(sum(r.vehicles for r in results) / len(results), 1)
     out["completed"] = round(sum(r.completed for r in results) / len(results), 1)
     out["fallback_steps"] = sum(r.fallback_steps for r in results)
+    out["clearance_holds"] = sum(r.clearance_holds for r in results)
     out["wall_s"] = round(sum(r.wall_s for r in results), 2)
     series = [r.delay_series for r in results]
     out["delay_series"] = [

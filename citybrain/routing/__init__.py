@@ -1,0 +1,1 @@
+"""Route planning: the road graph, time-dependent travel times, and the ALT router."""

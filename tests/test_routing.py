@@ -1,0 +1,191 @@
+"""The router: exact against networkx, turn restrictions, closures, alternatives, time."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from citybrain.routing.graph import GraphError, RoadGraph, from_geojson, from_sumo, grid
+from citybrain.routing.router import NoRouteError, Router
+from citybrain.routing.travel_times import SignalShare, TravelTimes, uniform_delay_s
+from common.datadir import resolve_asset
+
+
+def _nx(graph: RoadGraph, weights: np.ndarray) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for e in range(graph.n_edges):
+        g.add_edge(int(graph.tail[e]), int(graph.head[e]), w=float(weights[e]))
+    return g
+
+
+def test_fastest_route_matches_networkx_dijkstra_on_a_grid() -> None:
+    graph = grid(30, 30, seed=3)
+    router = Router(graph, TravelTimes.free_flow(graph), landmarks=8)
+    reference = _nx(graph, graph.free_flow_s())
+    rng = random.Random(7)
+    for _ in range(60):
+        s, t = rng.randrange(graph.n_nodes), rng.randrange(graph.n_nodes)
+        if s == t:
+            continue
+        route = router.route(graph.node_ids[s], graph.node_ids[t], 0.0)[0]
+        assert route.travel_time_s == pytest.approx(
+            nx.dijkstra_path_length(reference, s, t, weight="w"), abs=1e-6
+        )
+        assert route.nodes[0] == graph.node_ids[s] and route.nodes[-1] == graph.node_ids[t]
+
+
+def _line() -> RoadGraph:
+    # a -> b -> c, plus a slow detour a -> d -> c; b -> c may not be entered from a -> b.
+    return RoadGraph(
+        node_ids=["a", "b", "c", "d"],
+        xy=np.zeros((4, 2)),
+        edge_ids=["ab", "bc", "ad", "dc"],
+        tail=np.array([0, 1, 0, 3]),
+        head=np.array([1, 2, 3, 2]),
+        length_m=np.array([100.0, 100.0, 300.0, 300.0]),
+        speed_mps=np.array([10.0, 10.0, 10.0, 10.0]),
+        lanes=np.ones(4, dtype=int),
+    )
+
+
+def test_closures_turn_restrictions_and_no_route() -> None:
+    g = _line()
+    router = Router(g, TravelTimes.free_flow(g), landmarks=2)
+    assert router.route("a", "c", 0.0)[0].edges == ("ab", "bc")
+    assert router.route("a", "c", 0.0, closed=["bc"])[0].edges == ("ad", "dc")
+    restricted = _line()
+    restricted.successors = [(), (), (3,), ()]  # from ab nothing: the turn into bc is banned
+    r2 = Router(restricted, TravelTimes.free_flow(restricted), landmarks=2)
+    assert r2.route("a", "c", 0.0)[0].edges == ("ad", "dc")
+    with pytest.raises(NoRouteError):
+        router.route("c", "a", 0.0)
+    with pytest.raises(GraphError, match="no node 'z'"):
+        router.route("a", "z", 0.0)
+
+
+def test_departure_time_picks_each_edges_bin() -> None:
+    g = _line()
+    # bc is jammed (100 s) in the first 5 minutes, free (10 s) afterwards.
+    table = np.array([[10.0, 10.0], [100.0, 10.0], [30.0, 30.0], [30.0, 30.0]])
+    router = Router(g, TravelTimes(g, table, start_s=0.0, bin_s=300.0), landmarks=2)
+    early = router.route("a", "c", 0.0)[0]
+    assert early.edges == ("ad", "dc") and early.travel_time_s == 60.0
+    late = router.route("a", "c", 300.0)[0]
+    assert late.edges == ("ab", "bc") and late.travel_time_s == 20.0
+    # Leaving at 285 s, bc is reached at 295 s: still in the jammed bin.
+    assert router.route("a", "c", 285.0)[0].edges == ("ad", "dc")
+
+
+def test_alternatives_are_distinct_and_not_much_slower() -> None:
+    graph = grid(12, 12, seed=1)
+    router = Router(graph, TravelTimes.free_flow(graph), landmarks=6)
+    routes = router.route("n0_0", "n11_11", 0.0, alternatives=3)
+    assert len(routes) == 3
+    best = routes[0].travel_time_s
+    assert all(r.travel_time_s >= best - 1e-9 for r in routes)
+    assert all(r.travel_time_s <= 1.5 * best for r in routes)
+    assert len({r.edges for r in routes}) == 3
+
+
+def test_travel_times_from_speeds_flows_and_signals() -> None:
+    g = _line()
+    share = SignalShare(cycle_s=90, green_s=30)
+    tt = TravelTimes.estimate(
+        g, 0.0, 300.0, 2,
+        speeds_mps={"ab": [5.0, float("nan")]},
+        flows_vph={"ad": [0.0, 1800.0]},
+        signals={"bc": share},
+    )  # fmt: skip
+    assert tt.table[0].tolist() == [20.0, 10.0]  # measured, then free flow where NaN
+    assert tt.table[2, 0] == 30.0 and tt.table[2, 1] == pytest.approx(30.0 * 1.15)  # BPR v=c
+    assert tt.table[1, 0] == pytest.approx(10.0 + uniform_delay_s(share, 0.0))
+    assert uniform_delay_s(share, 0.0) == pytest.approx(90 * (2 / 3) ** 2 / 2)
+    with pytest.raises(ValueError, match="finite and positive"):
+        TravelTimes(g, np.zeros((4, 1)), 0.0, 300.0)
+
+
+def test_geojson_roads_and_their_errors() -> None:
+    line = lambda a, b: {"type": "LineString", "coordinates": [a, b]}  # noqa: E731
+    feats = [
+        {"geometry": line([0, 0], [0, 100]), "properties": {"id": "s1", "from": "A", "to": "B",
+                                                           "speed_kmh": 36}},
+        {"geometry": line([0, 100], [100, 100]), "properties": {"id": "s2", "from": "B",
+                                                               "to": "C", "oneway": True}},
+    ]  # fmt: skip
+    g = from_geojson(feats)
+    assert g.n_edges == 3 and g.length_m[g.edge("s1")] == pytest.approx(100.0)
+    router = Router(g, TravelTimes.free_flow(g), landmarks=2)
+    assert router.route("A", "C", 0.0)[0].edges == ("s1", "s2")
+    with pytest.raises(NoRouteError):
+        router.route("C", "A", 0.0)  # s2 is one way
+    with pytest.raises(GraphError, match="property 'to' is missing"):
+        from_geojson([{"geometry": line([0, 0], [1, 1]), "properties": {"id": "x", "from": "A"}}])
+
+
+def test_sumo_net_graph_uses_its_connections() -> None:
+    graph = from_sumo(resolve_asset("sumo/resco/ingolstadt7/ingolstadt7.net.xml"))
+    router = Router(graph, TravelTimes.free_flow(graph), landmarks=8)
+    e = graph.n_edges - 1
+    found = 0
+    # Every route only takes turns the net's connections allow.
+    for _ in range(20):
+        e = (e * 7 + 3) % graph.n_edges
+        src = graph.node_ids[graph.tail[e]]
+        dst = graph.node_ids[graph.head[(e * 5) % graph.n_edges]]
+        try:
+            route = router.route(src, dst, 0.0)[0]
+        except NoRouteError:
+            continue
+        found += 1
+        idx = [graph.edge(x) for x in route.edges]
+        for a, b in itertools.pairwise(idx):
+            assert b in graph.successors[a]
+    assert found >= 10
+
+
+def test_routes_api_on_a_sumo_net_with_forecast_travel_times(redis_url, redis_client, tmp_path):
+    import orjson
+
+    from citybrain.config import CitybrainConfig
+    from citybrain.forecast.online import FORECASTS_HASH
+    from tests.conftest import api_client
+
+    net = resolve_asset("sumo/resco/ingolstadt1/ingolstadt1.net.xml")
+    graph = from_sumo(net)
+    edge = graph.edge_ids[0]
+    config = CitybrainConfig.model_validate({
+        "bus": {"redis_url": redis_url}, "history": {"url": f"sqlite:///{tmp_path}/h.db"},
+        "routing": {"graph": str(net), "edge_lanes": {edge: ["rsu-1/cam0/L1"]},
+                    "refresh_s": 10},
+    })  # fmt: skip
+    redis_client.hset(FORECASTS_HASH, "rsu-1/cam0/L1", orjson.dumps({
+        "detector": "rsu-1/cam0/L1", "generated_ms": 0, "bin_s": 300, "method": "model",
+        "reason": None, "flows_veh_h": [900.0] * 12}))  # fmt: skip
+    client = api_client(config, "viewer", redis_client)
+    src, dst = graph.node_ids[graph.tail[0]], graph.node_ids[graph.head[0]]
+    found = client.get("/routes", params={"from": src, "to": dst, "alternatives": 2})
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["routes"][0]["nodes"][0] == src and body["routes"][0]["nodes"][-1] == dst
+    assert body["travel_times"].startswith("forecasts (1 of")
+    assert body["routes"][0]["travel_time_s"] > 0
+    bad = client.get("/routes", params={"from": src, "to": "nowhere"})
+    assert bad.status_code == 422 and "no node 'nowhere'" in bad.json()["detail"]
+    closed = client.get("/routes", params={"from": src, "to": dst, "avoid": ",".join(
+        graph.edge_ids)})  # fmt: skip
+    assert closed.status_code == 404
+
+
+def test_routes_api_says_when_routing_is_not_configured(redis_url, redis_client, tmp_path):
+    from citybrain.config import CitybrainConfig
+    from tests.conftest import api_client
+
+    config = CitybrainConfig.model_validate(
+        {"bus": {"redis_url": redis_url}, "history": {"url": f"sqlite:///{tmp_path}/h.db"}}
+    )
+    out = api_client(config, "viewer", redis_client).get("/routes", params={"from": "a", "to": "b"})
+    assert out.status_code == 503 and "routing.graph" in out.json()["detail"]
