@@ -127,3 +127,19 @@ def test_cli_rejects_unknown_controllers_and_missing_scenarios(tmp_path) -> None
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert missing.returncode == 2 and "scenario folder not found" in missing.stderr
+
+
+def test_unreadable_nets_and_missing_routes_are_named(tmp_path) -> None:
+    (tmp_path / "x.net.xml").write_text('<net><edge id="a"')
+    (tmp_path / "x.sumocfg").write_text(
+        '<configuration><input><net-file value="x.net.xml"/></input></configuration>'
+    )
+    with pytest.raises(ScenarioError, match="not a readable SUMO network"):
+        run(load_scenario(tmp_path), "citybrain")
+    net = RESCO / "ingolstadt1" / "ingolstadt1.net.xml"
+    (tmp_path / "x.sumocfg").write_text(
+        f'<configuration><input><net-file value="{net}"/>'
+        '<route-files value="gone.rou.xml"/></input></configuration>'
+    )
+    with pytest.raises(ScenarioError, match="gone.rou.xml"):
+        run(load_scenario(tmp_path), "fixed")

@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
             for seed in range(args.seeds):
                 try:
                     result = run(scenario, controller, seed, options)
-                except SumoUnavailableError as exc:
+                except (SumoUnavailableError, ScenarioError) as exc:
                     print(f"citybrain sim run: error: {exc}", file=sys.stderr)
                     return 2
                 results.append(result)

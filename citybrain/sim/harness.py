@@ -33,7 +33,7 @@ from citybrain.signals.safety import SafetyRules, check_schedule
 from citybrain.signals.webster import webster_plan
 from citybrain.sim.sensing import SumoSensing
 from citybrain.sim.sumo_env import import_libsumo
-from citybrain.sim.sumo_net import ShippedProgram, intersections_from_net, read_net
+from citybrain.sim.sumo_net import NetError, ShippedProgram, intersections_from_net, read_net
 
 CONTROLLERS = ("fixed", "maxpressure", "citybrain")
 # RESCO's evaluation windows (scenario name prefix -> begin, end).
@@ -210,7 +210,10 @@ def run(
 
 def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions) -> RunResult:
     libsumo = import_libsumo()
-    net = read_net(scenario.net)
+    try:
+        net = read_net(scenario.net)
+    except NetError as exc:
+        raise ScenarioError(str(exc)) from None
     net_inters = intersections_from_net(net)
     inters = {iid: ni.intersection for iid, ni in net_inters.items()}
     controllers: dict[str, IntersectionController] = {}
@@ -248,7 +251,10 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             "--tripinfo-output.write-undeparted", "true",
         ]  # fmt: skip
         t0 = time.perf_counter()
-        libsumo.start(args)
+        try:
+            libsumo.start(args)
+        except libsumo.TraCIException as exc:
+            raise ScenarioError(f"SUMO could not start {scenario.name}: {exc}") from None
         try:
             if sensing is not None:
                 sensing.attach(libsumo)

@@ -26,12 +26,21 @@ class NetIntersection:
     box_lanes: dict[str, int]
 
 
+class NetError(ValueError):
+    """The file is not a readable SUMO network; the message names it."""
+
+
 def read_net(path: str | Path):
     import sumolib
 
-    return sumolib.net.readNet(
-        str(path), withPrograms=True, withPedestrianConnections=True, withInternal=True
-    )
+    try:
+        return sumolib.net.readNet(
+            str(path), withPrograms=True, withPedestrianConnections=True, withInternal=True
+        )
+    except Exception as exc:  # sumolib raises whatever its SAX handler trips on
+        raise NetError(
+            f"{path}: not a readable SUMO network ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _crossing_length(net, connection) -> float:
