@@ -141,5 +141,5 @@ def test_unreadable_nets_and_missing_routes_are_named(tmp_path) -> None:
         f'<configuration><input><net-file value="{net}"/>'
         '<route-files value="gone.rou.xml"/></input></configuration>'
     )
-    with pytest.raises(ScenarioError, match="gone.rou.xml"):
+    with pytest.raises(ScenarioError, match=r"gone\.rou\.xml"):
         run(load_scenario(tmp_path), "fixed")
