@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from citybrain.config import SignalsConfig
+from citybrain.config import CitybrainConfig, SignalsConfig
 from common.datadir import AssetNotFoundError, resolve_asset
 
 try:
@@ -143,3 +143,33 @@ def test_unreadable_nets_and_missing_routes_are_named(tmp_path) -> None:
     )
     with pytest.raises(ScenarioError, match=r"gone\.rou\.xml"):
         run(load_scenario(tmp_path), "fixed")
+
+
+def test_twin_runs_the_controller_on_what_came_through_the_bus(redis_url, redis_client) -> None:
+    from citybrain.state import TrafficState
+
+    scenario = load_scenario(RESCO / "ingolstadt1", end=57600 + 600)
+    direct = run(scenario, "citybrain")
+    twin = run(scenario, "citybrain", options=HarnessOptions(bus_url=redis_url, miss_rate=0.05,
+                                                             noise_m=0.5))  # fmt: skip
+    # One virtual RSU per approach; one frame each per second, plus lane aggregates.
+    assert twin.bus_rsus == 3
+    assert twin.bus_messages >= 3 * 600
+    assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
+    state = TrafficState(redis_client, CitybrainConfig())
+    assert state.dead_letters() == 0
+    rsus = sorted(state.registry())
+    assert len(rsus) == 3 and all(r.startswith("twin-") for r in rsus)
+    # Through cameras with misses and noise, control stays close to direct sensing.
+    assert twin.delay < 1.5 * direct.delay
+
+
+def test_twin_cli_prints_its_figures(redis_url) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "citybrain.cli", "sim", "twin", "--scenario",
+         str(RESCO / "ingolstadt1"), "--end", "57720", "--redis-url", redis_url],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["twin_rsus"] == 3 and line["twin_msgs"] >= 3 * 120
+    assert line["twin_msgs_per_s"] > 0 and line["delay"] >= 0

@@ -79,6 +79,38 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _twin(args: argparse.Namespace) -> int:
+    from citybrain.sim.harness import HarnessOptions, ScenarioError, load_scenario, run
+    from citybrain.sim.sumo_env import SumoUnavailableError
+    from common.redis_server import LocalRedisServer, ServerUnavailableError
+
+    server = None
+    url = args.redis_url
+    try:
+        scenario = load_scenario(args.scenario, args.begin, args.end)
+        if url is None:
+            server = LocalRedisServer().start()
+            url = server.url
+        options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m)
+        result = run(scenario, "citybrain", args.seed, options)
+    except (ScenarioError, SumoUnavailableError, ServerUnavailableError, ValueError) as exc:
+        print(f"citybrain sim twin: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if server is not None:
+            server.stop()
+    line = summarise([result])
+    line.pop("delay_series")
+    line.update(
+        twin_rsus=result.bus_rsus,
+        twin_msgs=result.bus_messages,
+        twin_msgs_per_s=round(result.bus_messages / max(result.wall_s, 1e-9), 1),
+        twin_sync_waits=result.bus_sync_waits,
+    )
+    print(orjson.dumps(line).decode(), flush=True)
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     sim = sub.add_parser("sim", help="traffic simulation with SUMO")
     actions = sim.add_subparsers(dest="action", required=True)
@@ -103,3 +135,17 @@ def add_parser(sub: Any) -> None:
                      help="add delay_series: mean delay of trips ending in each 5 min")  # fmt: skip
     run.add_argument("--json", action="store_true", help="only the JSON lines, no progress")
     run.set_defaults(func=_run)
+    twin = actions.add_parser(
+        "twin",
+        help="the digital twin: virtual RSUs publish through Redis, a real ingest worker "
+        "stores it, citybrain's planners control SUMO from what was stored",
+    )
+    twin.add_argument("--scenario", required=True, help="folder with a .sumocfg")
+    twin.add_argument("--redis-url", help="bus (default: an embedded server for the run)")
+    twin.add_argument("--miss-rate", type=float, default=0.0,
+                      help="share of road users a virtual camera misses per frame")  # fmt: skip
+    twin.add_argument("--noise-m", type=float, default=0.0, help="ground position noise (m)")
+    twin.add_argument("--seed", type=int, default=0)
+    twin.add_argument("--begin", type=int)
+    twin.add_argument("--end", type=int)
+    twin.set_defaults(func=_twin)

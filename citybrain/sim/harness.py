@@ -34,6 +34,7 @@ from citybrain.signals.webster import webster_plan
 from citybrain.sim.sensing import SumoSensing
 from citybrain.sim.sumo_env import import_libsumo
 from citybrain.sim.sumo_net import NetError, ShippedProgram, intersections_from_net, read_net
+from citybrain.sim.virtual_rsu import subscribe_new, sumo_vehicles
 
 CONTROLLERS = ("fixed", "maxpressure", "citybrain")
 # RESCO's evaluation windows (scenario name prefix -> begin, end).
@@ -103,6 +104,9 @@ class RunResult:
     wall_s: float
     fallback_steps: int = 0
     clearance_holds: int = 0  # changes that waited for road users to leave the junction box
+    bus_messages: int = 0  # twin: messages the virtual RSUs published
+    bus_rsus: int = 0
+    bus_sync_waits: int = 0  # twin: steps where ingest had not caught up within the timeout
     clearance: str = "shipped"
     delay_series: list[float] = field(default_factory=list)  # mean delay of trips ending per bin
 
@@ -118,6 +122,12 @@ class HarnessOptions:
     # "shipped": yellow and all-red of each net's own program, so a controller is compared
     # with the fixed program at equal clearance times; "config": the configured rules.
     clearance: str = "shipped"
+    # Through the bus (digital twin): virtual RSUs publish to this Redis, a real ingest
+    # worker stores their messages, and the planners read what it stored.
+    bus_url: str | None = None
+    miss_rate: float = 0.0  # share of road users a virtual camera misses in a frame
+    noise_m: float = 0.0  # ground position noise (standard deviation)
+    aggregate_s: float = 60.0  # lane_aggregates interval
 
 
 def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
@@ -235,8 +245,19 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                 webster_plan(inter, rules, {}),
                 stale_after_s=cfg.stale_after_s, recover_after=cfg.recover_after,
             )  # fmt: skip
-        sensing = SumoSensing(net, inters, cfg.sensing_range_m,
-                              {iid: ni.box_lanes for iid, ni in net_inters.items()})  # fmt: skip
+        if options.bus_url is None:
+            box = {iid: ni.box_lanes for iid, ni in net_inters.items()}
+            sensing = SumoSensing(net, inters, cfg.sensing_range_m, box)
+    twin = None
+    if controller != "fixed" and options.bus_url is not None:
+        from citybrain.sim.twin import TwinBus
+
+        twin = TwinBus(
+            options.bus_url, net,
+            {iid: inter.incoming_lanes for iid, inter in inters.items()},
+            range_m=cfg.sensing_range_m, miss_rate=options.miss_rate,
+            noise_m=options.noise_m, seed=seed,
+        )  # fmt: skip
     incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
     with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
         tripinfo = Path(tmp) / "tripinfo.xml"
@@ -273,15 +294,20 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                 now = float(libsumo.simulation.getTime())
                 queue_sum += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in incoming)
                 steps += 1
-                if sensing is None:
+                if twin is not None:
+                    subscribe_new(libsumo)
+                    twin.publish(now, sumo_vehicles(libsumo), options.aggregate_s)
+                    observations = twin.observe(now)
+                elif sensing is not None:
+                    observations = sensing.observe(now)
+                else:
                     continue
-                observations = sensing.observe(now)
                 dark = options.blackout is not None and (
                     options.blackout[0] <= now - scenario.begin < options.blackout[1]
                 )
                 for iid, ctl in controllers.items():
-                    obs = observations[iid]
-                    for lane, lo in obs.incoming.items():
+                    obs = observations.get(iid)
+                    for lane, lo in obs.incoming.items() if obs is not None else ():
                         flows[lane] = flows.get(lane, 0) + lo.departures
                     state = ctl.step(now, None if dark else obs)
                     if ctl.mode == "fallback":
@@ -295,6 +321,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                     flows, flow_since = {}, now
         finally:
             libsumo.close()
+            if twin is not None:
+                twin.close()
         wall = time.perf_counter() - t0
         if options.tripinfo_copy is not None:
             shutil.copyfile(tripinfo, options.tripinfo_copy)
@@ -317,6 +345,9 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         wall_s=wall,
         fallback_steps=fallback_steps,
         clearance_holds=sum(ctl.head.clearance_holds for ctl in controllers.values()),
+        bus_messages=twin.published if twin is not None else 0,
+        bus_rsus=len(twin.rsus.cameras) if twin is not None else 0,
+        bus_sync_waits=twin.sync_waits if twin is not None else 0,
         clearance=options.clearance,
         delay_series=curve,
     )
