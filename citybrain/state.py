@@ -73,6 +73,18 @@ class TrafficState:
             if _text(k).startswith(prefix)
         }
 
+    def latest_frames(self, cameras: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """The latest stored frame of each (rsu_id, camera_id), in one round trip."""
+        cameras = list(cameras)
+        pipe = self.client.pipeline(transaction=False)
+        for rsu_id, camera_id in cameras:
+            pipe.hget(keys.state_key(self._tag(rsu_id), rsu_id, camera_id), "frame")
+        return {
+            cam: orjson.loads(raw)
+            for cam, raw in zip(cameras, pipe.execute(), strict=True)
+            if raw is not None
+        }
+
     def camera_states(
         self, rsu_id: str, cameras: Iterable[str] | None = None
     ) -> dict[str, dict[str, Any]]:

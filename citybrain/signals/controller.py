@@ -10,10 +10,9 @@ safe.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
-from citybrain.signals.head import SignalHead, SignalStatus
+from citybrain.signals.head import SignalHead
 from citybrain.signals.intersection import SignalIntersection
 from citybrain.signals.maxpressure import Decision
 from citybrain.signals.observation import IntersectionObservation, implausible
@@ -49,14 +48,6 @@ class FixedPlanPlanner:
 
     def decide_at(self, t: float) -> Decision:
         return Decision(self.phase_at(t), "fixed plan")
-
-
-@dataclass(frozen=True)
-class ControllerStatus:
-    intersection_id: str
-    mode: str  # the planner's name, or "fallback"
-    reason: str
-    signal: SignalStatus
 
 
 class IntersectionController:
@@ -127,6 +118,3 @@ class IntersectionController:
 
     def tick(self, dt: float) -> None:
         self.head.tick(dt, self._in_box)
-
-    def status(self) -> ControllerStatus:
-        return ControllerStatus(self.intersection.id, self.mode, self.reason, self.head.status())

@@ -10,7 +10,7 @@ yield to conflicting traffic, which is what makes e.g. a permitted left turn leg
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 GREEN = frozenset("Ggs")
 PROTECTED = "G"
@@ -41,7 +41,6 @@ class SignalIntersection:
     links: tuple[Link, ...]
     conflicts: frozenset[tuple[int, int]]  # (i, j) with i < j
     green_phases: tuple[str, ...]
-    lane_lengths: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.links)

@@ -107,17 +107,11 @@ def intersections_from_net(net) -> dict[str, NetIntersection]:
             for state, _ in phases:
                 if "y" not in state and any(c in GREEN for c in state) and state not in greens:
                     greens.append(state)
-        lane_lengths = {}
-        for link in links:
-            for lane_id in (link.from_lane, link.to_lane):
-                if lane_id and lane_id not in lane_lengths:
-                    lane_lengths[lane_id] = float(net.getLane(lane_id).getLength())
         intersection = SignalIntersection(
             id=tls.getID(),
             links=tuple(links),
             conflicts=frozenset(conflicts),
             green_phases=tuple(greens),
-            lane_lengths=lane_lengths,
         )
         out[tls.getID()] = NetIntersection(intersection, shipped, _box_lanes(net, by_index))
     return out

@@ -97,7 +97,7 @@ class TwinBus:
         timeout = self.sync_timeout_s if self.published > len(self.rsus.cameras) * 2 else 60.0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            frame = self.state.camera_states(last.rsu_id, ["cam0"]).get("cam0", {}).get("frame")
+            frame = self.state.latest_frames([(last.rsu_id, "cam0")]).get((last.rsu_id, "cam0"))
             if frame and frame.get("seq", -1) >= last.seq - 1:
                 return
             time.sleep(0.002)
@@ -107,12 +107,13 @@ class TwinBus:
         by_tls: dict[str, list] = defaultdict(list)
         for cam in self.rsus.cameras:
             by_tls[cam.intersection].append(cam)
+        frames = self.state.latest_frames((cam.rsu_id, "cam0") for cam in self.rsus.cameras)
         out = {}
         for tls, cams in by_tls.items():
             lanes: dict[str, list] = {lane: [0, 0, 0.0, [], 0.0] for lane in self.tls_incoming[tls]}
             newest = -math.inf
             for cam in cams:
-                frame = self.state.camera_states(cam.rsu_id, ["cam0"]).get("cam0", {}).get("frame")
+                frame = frames.get((cam.rsu_id, "cam0"))
                 if not frame:
                     continue
                 newest = max(newest, (frame["captured_at_ms"] - self.epoch_ms) / 1000.0)
