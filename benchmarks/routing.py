@@ -6,11 +6,17 @@ Graphs: a RESCO SUMO network (turns from its connections) and a generated street
 checked against networkx's.  Queries are random origin/destination pairs (fixed seed),
 timed one after the other in one process, side by side.
 
-Then the digital twin on a multi-intersection RESCO scenario (``--twin-scenario``): the
-citybrain controller fed through the bus (virtual RSUs -> Redis -> a real ingest worker)
-against the same controller fed directly from the simulator, in the same run.  Virtual
-RSUs publish once per simulated second (not yet 10 Hz); rerouting vehicles onto
-citybrain's routes is not built yet, so the trip-time keys are null.
+Then the digital twin, twice:
+
+- at scale: a generated 6 x 6 signalised grid (SUMO's netgenerate and randomTrips, made in
+  a temporary folder), one virtual RSU per approach (144), cameras at 10 Hz, for
+  ``--twin-scale-s`` simulated seconds; ``twin_rsus`` and ``twin_msgs_per_s`` come from
+  this run, with the dead letters and the unread backlog at the end;
+- on a RESCO scenario (``--twin-scenario``), at 1 Hz for the whole hour: the citybrain
+  controller fed through the bus against the same controller fed directly from the
+  simulator.
+
+Rerouting vehicles onto citybrain's routes is not built yet, so the trip-time keys are null.
 
 Ends with one JSON line.
 """
@@ -117,6 +123,69 @@ def run_twin(name: str) -> dict:
     }  # fmt: skip
 
 
+def generate_grid(folder: Path, n: int = 6, end_s: int = 900, seed: int = 1) -> Path:
+    """An n x n signalised street grid with random trips, by SUMO's own tools."""
+    import subprocess
+
+    from citybrain.sim.sumo_env import ensure_sumo_env
+
+    home = Path(ensure_sumo_env())
+    net, routes = folder / "grid.net.xml", folder / "grid.rou.xml"
+    subprocess.run(
+        [str(home / "bin" / "netgenerate"), "--grid", "--grid.number", str(n),
+         "--grid.length", "200", "--grid.attach-length", "150", "--default.lanenumber", "2",
+         "--tls.guess", "true", "--no-turnarounds", "true", "-o", str(net)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(home / "tools" / "randomTrips.py"), "-n", str(net),
+         "-o", str(folder / "grid.trips.xml"), "-r", str(routes), "-b", "0", "-e", str(end_s),
+         "-p", "0.6", "--fringe-factor", "10", "--seed", str(seed)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (folder / "grid.sumocfg").write_text(
+        '<configuration><input><net-file value="grid.net.xml"/>'
+        '<route-files value="grid.rou.xml"/></input>'
+        f'<time><begin value="0"/><end value="{end_s}"/></time></configuration>'
+    )
+    return folder
+
+
+def run_twin_at_scale(simulated_s: int) -> dict:
+    import tempfile
+
+    import redis
+
+    from citybrain.config import CitybrainConfig
+    from citybrain.sim.harness import HarnessOptions, load_scenario, run
+    from citybrain.state import TrafficState
+    from common.redis_server import LocalRedisServer
+
+    with tempfile.TemporaryDirectory(prefix="cb-twin-grid-") as tmp:
+        scenario = load_scenario(generate_grid(Path(tmp)), end=simulated_s)
+        server = LocalRedisServer().start()
+        try:
+            result = run(scenario, "citybrain",
+                         options=HarnessOptions(bus_url=server.url, step_s=0.1))  # fmt: skip
+            client = redis.Redis.from_url(server.url)
+            state = TrafficState(client, CitybrainConfig.model_validate(
+                {"bus": {"redis_url": server.url}}))  # fmt: skip
+            dead = state.dead_letters()
+            unread = sum(state.ingest_lag().values())
+            client.close()
+        finally:
+            server.stop()
+    return {
+        "network": "6 x 6 grid (netgenerate), 36 signals", "hz": 10,
+        "twin_rsus": result.bus_rsus, "twin_msgs": result.bus_messages,
+        "twin_msgs_per_s": round(result.bus_messages / result.wall_s, 1),
+        "simulated_s": simulated_s, "wall_s": round(result.wall_s, 1),
+        "sync_waits": result.bus_sync_waits, "fallback_steps": result.fallback_steps,
+        "dead_letters": dead, "unread_or_pending_at_end": unread,
+        "delay_s": round(result.delay, 2),
+    }  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=int, default=100, help="grid side (nodes = side²)")
@@ -125,6 +194,8 @@ def main() -> int:
     parser.add_argument("--scenario", default="ingolstadt7", help="RESCO net for the SUMO graph")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--twin-scenario", default="grid4x4", help="'' to skip the twin")
+    parser.add_argument("--twin-scale-s", type=int, default=300,
+                        help="simulated seconds of the 144-RSU, 10 Hz twin (0: skip)")  # fmt: skip
     args = parser.parse_args()
 
     from rsu_latency import machine_info
@@ -148,6 +219,12 @@ def main() -> int:
               file=sys.stderr)  # fmt: skip
     big = results[f"grid{args.grid}x{args.grid}"]
     twin = run_twin(args.twin_scenario) if args.twin_scenario else None
+    scale = run_twin_at_scale(args.twin_scale_s) if args.twin_scale_s else None
+    if scale:
+        print(f"twin at scale: {scale['twin_rsus']} virtual RSUs at {scale['hz']} Hz, "
+              f"{scale['twin_msgs_per_s']} msg/s, {scale['simulated_s']} simulated s in "
+              f"{scale['wall_s']} s, dead letters {scale['dead_letters']}, unread or pending "
+              f"at the end {scale['unread_or_pending_at_end']}", file=sys.stderr)  # fmt: skip
     if twin:
         print(f"twin {args.twin_scenario}: {twin['twin_rsus']} virtual RSUs, "
               f"{twin['twin_msgs_per_s']} msg/s, delay through the bus {twin['delay_bus_s']} s "
@@ -159,8 +236,9 @@ def main() -> int:
         "networkx_p50_ms": big["networkx_p50_ms"],
         "speedup_vs_networkx": big["speedup_vs_networkx"],
         "graphs": results,
-        "twin_rsus": twin["twin_rsus"] if twin else None,
-        "twin_msgs_per_s": twin["twin_msgs_per_s"] if twin else None,
+        "twin_rsus": scale["twin_rsus"] if scale else None,
+        "twin_msgs_per_s": scale["twin_msgs_per_s"] if scale else None,
+        "twin_at_scale": scale,
         "trip_time_rerouted_s": None,
         "trip_time_sumo_routing_s": None,
         "twin": twin,

@@ -173,3 +173,12 @@ def test_twin_cli_prints_its_figures(redis_url) -> None:
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["twin_rsus"] == 3 and line["twin_msgs"] >= 3 * 120
     assert line["twin_msgs_per_s"] > 0 and line["delay"] >= 0
+
+
+def test_twin_cameras_at_10_hz(redis_url) -> None:
+    scenario = load_scenario(RESCO / "ingolstadt1", end=57600 + 30)
+    twin = run(scenario, "citybrain", options=HarnessOptions(bus_url=redis_url, step_s=0.1))
+    assert twin.bus_rsus == 3 and twin.bus_messages >= 3 * 300
+    assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
+    with pytest.raises(ValueError, match="step_s"):
+        run(scenario, "citybrain", options=HarnessOptions(step_s=2.0))

@@ -91,7 +91,10 @@ def _twin(args: argparse.Namespace) -> int:
         if url is None:
             server = LocalRedisServer().start()
             url = server.url
-        options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m)
+        if not 1 <= args.hz <= 50:
+            raise ValueError(f"--hz must be between 1 and 50, got {args.hz}")
+        options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m,
+                                 step_s=1.0 / args.hz)  # fmt: skip
         result = run(scenario, "citybrain", args.seed, options)
     except (ScenarioError, SumoUnavailableError, ServerUnavailableError, ValueError) as exc:
         print(f"citybrain sim twin: error: {exc}", file=sys.stderr)
@@ -145,6 +148,8 @@ def add_parser(sub: Any) -> None:
     twin.add_argument("--miss-rate", type=float, default=0.0,
                       help="share of road users a virtual camera misses per frame")  # fmt: skip
     twin.add_argument("--noise-m", type=float, default=0.0, help="ground position noise (m)")
+    twin.add_argument("--hz", type=float, default=1.0,
+                      help="camera frames per second (the simulation steps at 1/hz s)")  # fmt: skip
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--begin", type=int)
     twin.add_argument("--end", type=int)

@@ -128,6 +128,7 @@ class HarnessOptions:
     miss_rate: float = 0.0  # share of road users a virtual camera misses in a frame
     noise_m: float = 0.0  # ground position noise (standard deviation)
     aggregate_s: float = 60.0  # lane_aggregates interval
+    step_s: float = 1.0  # simulation step; 0.1 makes the twin's cameras send at 10 Hz
 
 
 def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
@@ -228,6 +229,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
     inters = {iid: ni.intersection for iid, ni in net_inters.items()}
     controllers: dict[str, IntersectionController] = {}
     sensing = None
+    if not 0.01 <= options.step_s <= 1.0:
+        raise ValueError(f"step_s must be between 0.01 and 1 s, got {options.step_s}")
     if options.clearance not in ("shipped", "config"):
         raise ValueError(f"clearance must be shipped or config, not {options.clearance!r}")
     cfg = options.signals
@@ -267,6 +270,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             "--seed", str(seed),
             "--time-to-teleport", "-1",
             "--no-step-log", "true", "--no-warnings", "true",
+            "--step-length", f"{options.step_s:g}",
             "--tripinfo-output", str(tripinfo),
             "--tripinfo-output.write-unfinished", "true",
             "--tripinfo-output.write-undeparted", "true",
@@ -290,7 +294,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             while now < scenario.end:
                 libsumo.simulationStep()
                 for ctl in controllers.values():
-                    ctl.tick(1.0)
+                    ctl.tick(options.step_s)
                 now = float(libsumo.simulation.getTime())
                 queue_sum += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in incoming)
                 steps += 1

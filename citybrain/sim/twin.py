@@ -82,7 +82,7 @@ class TwinBus:
     def publish(self, sim_s: float, vehicles: dict[str, tuple], interval_s: float) -> None:
         now_ms = self.epoch_ms + int(sim_s * 1000)
         messages = self.rsus.step(now_ms, vehicles)
-        if interval_s > 0 and sim_s % interval_s < 1e-9:
+        if interval_s > 0 and round(sim_s * 1000) % round(interval_s * 1000) == 0:
             messages += self.rsus.aggregates(now_ms - int(interval_s * 1000), interval_s, vehicles)
         self.producer.publish(messages)
         self.published += len(messages)
