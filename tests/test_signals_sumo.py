@@ -156,6 +156,7 @@ def test_twin_runs_the_controller_on_what_came_through_the_bus(redis_url, redis_
     assert twin.bus_rsus == 3
     assert twin.bus_messages >= 3 * 600
     assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
+    assert twin.bus_undrained == 0  # every message was read and acked before the end
     state = TrafficState(redis_client, CitybrainConfig())
     assert state.dead_letters() == 0
     rsus = sorted(state.registry())

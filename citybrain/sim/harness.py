@@ -107,6 +107,7 @@ class RunResult:
     bus_messages: int = 0  # twin: messages the virtual RSUs published
     bus_rsus: int = 0
     bus_sync_waits: int = 0  # twin: steps where ingest had not caught up within the timeout
+    bus_undrained: int = 0  # twin: entries ingest had not acked 30 s after the run
     clearance: str = "shipped"
     delay_series: list[float] = field(default_factory=list)  # mean delay of trips ending per bin
 
@@ -352,6 +353,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         bus_messages=twin.published if twin is not None else 0,
         bus_rsus=len(twin.rsus.cameras) if twin is not None else 0,
         bus_sync_waits=twin.sync_waits if twin is not None else 0,
+        bus_undrained=twin.undrained if twin is not None else 0,
         clearance=options.clearance,
         delay_series=curve,
     )

@@ -62,6 +62,7 @@ class TwinBus:
         self._stopped_since: dict[int, float] = {}
         self.published = 0
         self.sync_waits = 0
+        self.undrained = 0  # entries ingest had not acked when the twin stopped
         self._tmp = tempfile.TemporaryDirectory(prefix="cb-twin-")
         env = dict(os.environ, HISTORY_URL=f"sqlite:///{Path(self._tmp.name) / 'history.db'}")
         self._ingest = subprocess.Popen(
@@ -70,7 +71,18 @@ class TwinBus:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
+    def drain(self, timeout_s: float = 30.0) -> int:
+        """Wait until ingest has read and acked everything published; what is left."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lag = self.state.ingest_lag()
+            left = lag["unread"] + lag["pending"]
+            if left == 0 or time.monotonic() > deadline:
+                return left
+            time.sleep(0.02)
+
     def close(self) -> None:
+        self.undrained = self.drain()
         self._ingest.terminate()
         try:
             self._ingest.wait(timeout=10)
