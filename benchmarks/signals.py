@@ -63,12 +63,11 @@ def machine_info() -> dict[str, object]:
     return info
 
 
-def _one(job: tuple[str, str, int]) -> dict:
+def _one(job: tuple[str, str, int]):  # -> RunResult
     from citybrain.sim.harness import load_scenario, run
 
     directory, controller, seed = job
-    r = run(load_scenario(directory), controller, seed)
-    return {k: v for k, v in r.__dict__.items()}
+    return run(load_scenario(directory), controller, seed)
 
 
 def main() -> int:
@@ -92,15 +91,11 @@ def main() -> int:
         results = list(pool.map(_one, jobs))
     wall = time.perf_counter() - t0
 
-    class R:  # summarise() reads attributes
-        def __init__(self, d: dict) -> None:
-            self.__dict__.update(d)
-
     table: dict[str, dict] = {}
     for name in names:
         table[name] = {}
         for c in CONTROLLERS:
-            rows = [R(r) for r in results if r["scenario"] == name and r["controller"] == c]
+            rows = [r for r in results if r.scenario == name and r.controller == c]
             table[name][c] = summarise(rows)
 
     lines = [

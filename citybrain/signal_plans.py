@@ -184,7 +184,7 @@ class SignalPlanStore:
     # -- configuration
     def put_config(self, iid: str, config: SignalConfig, actor: str) -> bool:
         """Store the config; a new or changed model resets the active plan to its fixed plan."""
-        created = self.client.set(CONFIG_KEY.format(iid=iid), orjson.dumps(config.model_dump()))
+        self.client.set(CONFIG_KEY.format(iid=iid), orjson.dumps(config.model_dump()))
         plan = PlanSpec.of(config.fixed_plan(iid))
         old = self.record(iid)
         record = PlanRecord(
@@ -198,7 +198,7 @@ class SignalPlanStore:
         )
         self._save(iid, record)
         self.audit(iid, "config", actor, plan, "signal configuration set")
-        return bool(created) and old is None
+        return old is None
 
     def config(self, iid: str) -> SignalConfig | None:
         raw = self.client.get(CONFIG_KEY.format(iid=iid))

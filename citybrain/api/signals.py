@@ -95,14 +95,17 @@ def _plan_out(store: SignalPlanStore, iid: str) -> SignalPlanOut:
     )
 
 
-def _act(fn, *args):  # -> PlanRecord
+def _act(ctx: ApiContext, iid: str, action: str, *args) -> SignalPlanOut:
+    """Run a store action (propose, approve, override, revert) and answer with the result."""
+    store = _store(ctx)
     try:
-        return fn(*args)
+        getattr(store, action)(iid, *args)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except PlanError as exc:
         status = 422 if str(exc).startswith("unsafe plan") else 409
         raise HTTPException(status, str(exc)) from None
+    return _plan_out(store, iid)
 
 
 @router.put("/{intersection_id}/signal-config", response_model=SignalConfig)
@@ -144,9 +147,7 @@ def propose_plan(
     key: ApiKey | None = Depends(operator),
 ) -> SignalPlanOut:
     """Propose a plan for approval (the planner does this too); 422 when it is unsafe."""
-    store = _store(ctx)
-    _act(store.propose, intersection_id, body.plan, _actor(key), body.reason)
-    return _plan_out(store, intersection_id)
+    return _act(ctx, intersection_id, "propose", body.plan, _actor(key), body.reason)
 
 
 @router.post("/{intersection_id}/signal-plan/approve", response_model=SignalPlanOut)
@@ -157,9 +158,7 @@ def approve_plan(
     key: ApiKey | None = Depends(operator),
 ) -> SignalPlanOut:
     """Make the proposed plan active; 409 when nothing is proposed."""
-    store = _store(ctx)
-    _act(store.approve, intersection_id, _actor(key), body.reason)
-    return _plan_out(store, intersection_id)
+    return _act(ctx, intersection_id, "approve", _actor(key), body.reason)
 
 
 @router.post("/{intersection_id}/signal-plan/override", response_model=SignalPlanOut)
@@ -170,9 +169,7 @@ def override_plan(
     key: ApiKey | None = Depends(operator),
 ) -> SignalPlanOut:
     """Put an operator's plan in force now (reason required); 422 when it is unsafe."""
-    store = _store(ctx)
-    _act(store.override, intersection_id, body.plan, _actor(key), body.reason)
-    return _plan_out(store, intersection_id)
+    return _act(ctx, intersection_id, "override", body.plan, _actor(key), body.reason)
 
 
 @router.post("/{intersection_id}/signal-plan/revert", response_model=SignalPlanOut)
@@ -183,9 +180,7 @@ def revert_plan(
     key: ApiKey | None = Depends(operator),
 ) -> SignalPlanOut:
     """Go back to the plan that was active before; 409 when there is none."""
-    store = _store(ctx)
-    _act(store.revert, intersection_id, _actor(key), body.reason)
-    return _plan_out(store, intersection_id)
+    return _act(ctx, intersection_id, "revert", _actor(key), body.reason)
 
 
 @audit_router.get("/signal-audit", response_model=AuditList, dependencies=[Depends(operator)])

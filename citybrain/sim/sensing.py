@@ -28,7 +28,7 @@ class _Watch:
     offset: float  # distance from ``end`` to the stop line (incoming)
 
 
-def _upstream(net, lane, remaining: float, offset: float, depth: int = 0):
+def _upstream(lane, remaining: float, offset: float, depth: int = 0):
     """(lane, start, end, offset) segments covering ``remaining`` m upstream of ``lane``."""
     length = lane.getLength()
     yield lane, max(0.0, length - remaining), length, offset
@@ -37,7 +37,7 @@ def _upstream(net, lane, remaining: float, offset: float, depth: int = 0):
     for pred in lane.getIncoming():
         if pred.getEdge().getFunction() == "internal":
             continue
-        yield from _upstream(net, pred, remaining - length, offset + length, depth + 1)
+        yield from _upstream(pred, remaining - length, offset + length, depth + 1)
 
 
 class SumoSensing:
@@ -57,7 +57,7 @@ class SumoSensing:
         self._watched_m: dict[tuple[str, str, bool], float] = defaultdict(float)
         for iid, inter in intersections.items():
             for lane_id in inter.incoming_lanes:
-                for seg, start, end, off in _upstream(net, net.getLane(lane_id), range_m, 0.0):
+                for seg, start, end, off in _upstream(net.getLane(lane_id), range_m, 0.0):
                     self._watches[seg.getID()].append(_Watch(iid, lane_id, True, start, end, off))
                     self._watched_m[(iid, lane_id, True)] += end - start
             for lane_id in inter.outgoing_lanes:
