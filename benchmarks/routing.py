@@ -14,9 +14,15 @@ Then the digital twin, twice:
   this run, with the dead letters and what ingest had not acked 30 s after the end;
 - on a RESCO scenario (``--twin-scenario``), at 1 Hz for the whole hour: the citybrain
   controller fed through the bus against the same controller fed directly from the
-  simulator.
-
-Rerouting vehicles onto citybrain's routes is not built yet, so the trip-time keys are null.
+  simulator;
+- rerouting, on a RESCO scenario (``--reroute-scenario``), at 1 Hz for the whole hour,
+  over ``--reroute-seeds`` seeds: the same ``--reroute-share`` of the cars (chosen by a
+  hash of their id) routed at departure by citybrain (its router on the signal delays
+  measured from what came through the bus), by SUMO's own routing (its rerouting device,
+  on the travel times of every edge), or by nobody (the scenario's routes).  Every run
+  is a twin with the citybrain controller through the bus; only the routing differs.
+  ``trip_time_rerouted_s`` and ``trip_time_sumo_routing_s``: the cars' mean time from
+  scheduled departure to arrival (unfinished trips count until the end), over the seeds.
 
 Ends with one JSON line.
 """
@@ -123,6 +129,72 @@ def run_twin(name: str) -> dict:
     }  # fmt: skip
 
 
+def _twin_run(job: tuple) -> tuple:
+    from citybrain.sim.harness import HarnessOptions, run
+    from common.redis_server import LocalRedisServer
+
+    scenario, by, seed, share = job
+    server = LocalRedisServer().start()
+    try:
+        r = run(scenario, "citybrain", seed, HarnessOptions(
+            bus_url=server.url, reroute_share=share, reroute_by=by))  # fmt: skip
+    finally:
+        server.stop()
+    return by, seed, r
+
+
+def run_rerouting(name: str, seeds: int, share: float, workers: int) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from citybrain.sim.harness import load_scenario
+    from common.datadir import resolve_asset
+
+    scenario = load_scenario(resolve_asset(f"sumo/resco/{name}"))
+    jobs = [(scenario, by, seed, share) for seed in range(seeds)
+            for by in ("citybrain", "sumo", "none")]  # fmt: skip
+    arms: dict[str, dict[str, list]] = {}
+    with ProcessPoolExecutor(workers) as pool:
+        for by, seed, r in pool.map(_twin_run, jobs):
+            a = arms.setdefault(
+                by,
+                {
+                    "trip": [],
+                    "delay": [],
+                    "changed": [],
+                    "arrived": [],
+                    "cars": [],
+                    "sync_waits": 0,
+                    "fallback_steps": 0,
+                },
+            )
+            a["trip"].append(r.trip_time_rerouted)
+            a["delay"].append(r.delay)
+            a["changed"].append(r.reroutes_changed)
+            a["arrived"].append(r.rerouted_completed)
+            a["cars"].append(r.rerouted)
+            a["sync_waits"] += r.bus_sync_waits
+            a["fallback_steps"] += r.fallback_steps
+            print(f"rerouting {name} seed {seed} by {by}: cars {r.rerouted}, changed "
+                  f"{r.reroutes_changed}, trip {r.trip_time_rerouted:.1f} s, network delay "
+                  f"{r.delay:.1f} s", file=sys.stderr)  # fmt: skip
+    mean = lambda xs: round(float(np.mean(xs)), 2)  # noqa: E731
+    out: dict = {"scenario": name, "seeds": seeds, "share": share}
+    for by, a in arms.items():
+        out[by] = {
+            "trip_time_s": mean(a["trip"]), "trip_time_by_seed": [round(x, 1) for x in a["trip"]],
+            "trip_time_sem_s": round(float(np.std(a["trip"], ddof=1) / np.sqrt(len(a["trip"]))), 2)
+            if len(a["trip"]) > 1 else None,
+            "network_delay_s": mean(a["delay"]), "cars": mean(a["cars"]),
+            "routes_changed": mean(a["changed"]), "arrived": mean(a["arrived"]),
+            "sync_waits": a["sync_waits"], "fallback_steps": a["fallback_steps"],
+        }  # fmt: skip
+    # Seed by seed, the same cars: how often citybrain's routing beat SUMO's.
+    out["citybrain_faster_seeds"] = sum(
+        c < s for c, s in zip(arms["citybrain"]["trip"], arms["sumo"]["trip"], strict=True)
+    )
+    return out
+
+
 def generate_grid(folder: Path, n: int = 6, end_s: int = 900, seed: int = 1) -> Path:
     """An n x n signalised street grid with random trips, by SUMO's own tools."""
     import subprocess
@@ -195,6 +267,10 @@ def main() -> int:
     parser.add_argument("--twin-scenario", default="grid4x4", help="'' to skip the twin")
     parser.add_argument("--twin-scale-s", type=int, default=300,
                         help="simulated seconds of the 144-RSU, 10 Hz twin (0: skip)")  # fmt: skip
+    parser.add_argument("--reroute-scenario", default="arterial4x4", help="'' to skip rerouting")
+    parser.add_argument("--reroute-seeds", type=int, default=6)
+    parser.add_argument("--reroute-share", type=float, default=0.3)
+    parser.add_argument("--workers", type=int, default=2, help="rerouting twins run at once")
     args = parser.parse_args()
 
     from rsu_latency import machine_info
@@ -224,6 +300,16 @@ def main() -> int:
               f"{scale['twin_msgs_per_s']} msg/s, {scale['simulated_s']} simulated s in "
               f"{scale['wall_s']} s, dead letters {scale['dead_letters']}, unread or pending "
               f"at the end {scale['unread_or_pending_at_end']}", file=sys.stderr)  # fmt: skip
+    rerouting = (
+        run_rerouting(args.reroute_scenario, args.reroute_seeds, args.reroute_share, args.workers)
+        if args.reroute_scenario else None
+    )  # fmt: skip
+    if rerouting:
+        print(f"rerouting {args.reroute_scenario}: trip time citybrain "
+              f"{rerouting['citybrain']['trip_time_s']} s, SUMO's routing "
+              f"{rerouting['sumo']['trip_time_s']} s, own routes {rerouting['none']['trip_time_s']}"
+              f" s; citybrain faster on {rerouting['citybrain_faster_seeds']} of "
+              f"{args.reroute_seeds} seeds", file=sys.stderr)  # fmt: skip
     if twin:
         print(f"twin {args.twin_scenario}: {twin['twin_rsus']} virtual RSUs, "
               f"{twin['twin_msgs_per_s']} msg/s, delay through the bus {twin['delay_bus_s']} s "
@@ -238,8 +324,10 @@ def main() -> int:
         "twin_rsus": scale["twin_rsus"] if scale else None,
         "twin_msgs_per_s": scale["twin_msgs_per_s"] if scale else None,
         "twin_at_scale": scale,
-        "trip_time_rerouted_s": None,
-        "trip_time_sumo_routing_s": None,
+        "trip_time_rerouted_s": rerouting["citybrain"]["trip_time_s"] if rerouting else None,
+        "trip_time_sumo_routing_s": rerouting["sumo"]["trip_time_s"] if rerouting else None,
+        "trip_time_own_routes_s": rerouting["none"]["trip_time_s"] if rerouting else None,
+        "rerouting": rerouting,
         "twin": twin,
         "machine": machine_info(),
     }

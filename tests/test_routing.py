@@ -189,3 +189,104 @@ def test_routes_api_says_when_routing_is_not_configured(redis_url, redis_client,
     )
     out = api_client(config, "viewer", redis_client).get("/routes", params={"from": "a", "to": "b"})
     assert out.status_code == 503 and "routing.graph" in out.json()["detail"]
+
+
+def _line_graph() -> RoadGraph:
+    """A -> B, then at B either straight on to C (one edge) or around by D (two edges)."""
+    return RoadGraph(
+        node_ids=["A", "B", "C", "D"],
+        xy=np.array([(0, 0), (100, 0), (200, 0), (150, 50)], dtype=float),
+        edge_ids=["AB", "BC", "BD", "DC"],
+        tail=np.array([0, 1, 1, 3]),
+        head=np.array([1, 2, 3, 2]),
+        length_m=np.array([100.0, 100.0, 70.0, 70.0]),
+        speed_mps=np.array([10.0, 10.0, 10.0, 10.0]),
+        lanes=np.ones(4, dtype=np.int64),
+    )
+
+
+def test_routes_between_edges_pay_turn_delays() -> None:
+    graph = _line_graph()
+    free = TravelTimes.free_flow(graph)
+    router = Router(graph, free, landmarks=2)
+    # Free flow: straight on (10 + 10 s) beats the way round (10 + 7 + 7 s).
+    best = router.route_between_edges("AB", "BC", 0.0)[0]
+    assert best.edges == ("AB", "BC") and best.travel_time_s == pytest.approx(20.0)
+    # A queue on the straight-on movement at B: the way round is faster now.
+    router.update(free.with_turn_delays({("AB", "BC"): 30.0}))
+    best = router.route_between_edges("AB", "DC", 0.0)[0]
+    assert best.edges == ("AB", "BD", "DC")
+    assert router.route_between_edges("AB", "BC", 0.0)[0].travel_time_s == pytest.approx(50.0)
+    # evaluate() times a given route on the same costs, and refuses impossible ones.
+    assert router.evaluate(["AB", "BC"], 0.0).travel_time_s == pytest.approx(50.0)
+    assert router.evaluate(["AB", "BD", "DC"], 0.0).travel_time_s == pytest.approx(24.0)
+    with pytest.raises(NoRouteError, match="no turn from 'BC' to 'BD'"):
+        router.evaluate(["AB", "BC", "BD"], 0.0)
+    with pytest.raises(NoRouteError, match="destination edge 'DC' is closed"):
+        router.route_between_edges("AB", "DC", 0.0, closed=["DC"])
+    assert router.route_between_edges("AB", "AB", 5.0)[0].arrive_s == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="no turn from edge 'BC' to edge 'AB'"):
+        free.with_turn_delays({("BC", "AB"): 5.0})
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        free.with_turn_delays({("AB", "BC"): float("nan")})
+
+
+def test_sumo_graph_knows_junction_crossing_times_and_where_turns_give_way() -> None:
+    graph = from_sumo(resolve_asset("sumo/resco/cologne3/cologne3.net.xml"))
+    assert len(graph.turn_s) > 50 and all(0 < t < 60 for t in graph.turn_s.values())
+    # cologne3 has priority junctions: their minor links give way; signalled turns do not.
+    assert graph.yield_turns and graph.yield_turns <= set(graph.turn_s)
+    grid_net = from_sumo(resolve_asset("sumo/resco/grid4x4/grid4x4.net.xml"))
+    left, straight = grid_net.edge("A1B1"), grid_net.edge("B1C1")
+    # A left turn is slower through the junction than going straight on.
+    assert grid_net.turn_s[(left, grid_net.edge("B1B2"))] > grid_net.turn_s[(left, straight)]
+    assert not grid_net.yield_turns  # every junction has signals
+
+
+def test_live_queues_through_ingest_add_their_wait_to_the_turns_out_of_an_edge(
+    redis_url, redis_client, tmp_path
+) -> None:
+    import redis as redis_lib
+
+    from citybrain.config import CitybrainConfig
+    from citybrain.ingest import IngestWorker
+    from citybrain.routing.service import RoutingService
+    from citybrain.state import TrafficState, now_ms
+    from common.bus import BusConfig, StreamProducer
+    from common.schemas import LaneAggregates, LaneInterval, RoadUserClass, encode_message
+
+    net = resolve_asset("sumo/resco/ingolstadt1/ingolstadt1.net.xml")
+    graph = from_sumo(net)
+    edge = next(e for e in range(graph.n_edges) if graph.successors[e])
+    after = graph.successors[edge][0]
+    config = CitybrainConfig.model_validate({
+        "bus": {"redis_url": redis_url, "partitions": 4},
+        "ingest": {"consumer": "w1", "block_ms": 100},
+        "routing": {"graph": str(net), "refresh_s": 10,
+                    "edge_lanes": {graph.edge_ids[edge]: ["rsu-q/cam0/L1"]}},
+    })  # fmt: skip
+    service = RoutingService(config.routing, redis_client, TrafficState(redis_client, config))
+    route = [graph.edge_ids[edge], graph.edge_ids[after]]
+    service.refresh(now_s=1e9)
+    assert service.source == "free_flow"
+    free = service.router.evaluate(route, 0.0).travel_time_s
+    # The camera counted 30 cars in the last minute and ends it with 10 queued: by Little's
+    # law a car joining now waits 10 / (30 / 60 s) = 20 s.
+    start = now_ms() - 60_000
+    interval = LaneAggregates(
+        rsu_id="rsu-q", camera_id="cam0", run_id="r", seq=0, interval_start_ms=start,
+        interval_s=60, observed_s=60,
+        lanes=[LaneInterval(lane_id="L1", counts={RoadUserClass.car: 30}, queue_vehicles=10)],
+    )  # fmt: skip
+    StreamProducer(redis_client, BusConfig(partitions=4)).publish(
+        [("rsu-q", encode_message(interval))]
+    )
+    IngestWorker(config, redis_lib.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
+    service.refresh(now_s=2e9)
+    assert service.source == "live queues (1 edges)"
+    waited = service.router.evaluate(route, 0.0).travel_time_s
+    assert waited - free == pytest.approx(20.0, abs=0.5)
+    # The edge itself (ending before the junction) is not slower.
+    assert service.router.evaluate(route[:1], 0.0).travel_time_s == pytest.approx(
+        graph.free_flow_s()[edge]
+    )

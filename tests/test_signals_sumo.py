@@ -183,3 +183,29 @@ def test_twin_cameras_at_10_hz(redis_url) -> None:
     assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
     with pytest.raises(ValueError, match="step_s"):
         run(scenario, "citybrain", options=HarnessOptions(step_s=2.0))
+
+
+def test_rerouting_the_same_cars_by_citybrain_through_the_bus_and_by_sumo(redis_url) -> None:
+    """arterial4x4 overloads its arterial in the first 15 minutes: routing a share of the
+    cars around it shortens their trips, whoever routes them."""
+    scenario = load_scenario(RESCO / "arterial4x4", end=900)
+    share = 0.3
+    kept = run(scenario, "citybrain", options=HarnessOptions(reroute_share=share,
+                                                              reroute_by="none"))  # fmt: skip
+    by_sumo = run(scenario, "citybrain", options=HarnessOptions(reroute_share=share,
+                                                                 reroute_by="sumo"))  # fmt: skip
+    twin = run(scenario, "citybrain", options=HarnessOptions(
+        reroute_share=share, reroute_by="citybrain", bus_url=redis_url))  # fmt: skip
+    # The very same cars in every run, about the share asked for.
+    assert kept.rerouted == by_sumo.rerouted == twin.rerouted
+    assert 0.2 * kept.vehicles < kept.rerouted < 0.4 * kept.vehicles
+    assert kept.reroutes_changed == 0
+    assert by_sumo.reroutes_changed > 0 and twin.reroutes_changed > 0
+    # citybrain routed them on delays measured from what came through the bus.
+    assert twin.bus_rsus > 0 and twin.fallback_steps == 0
+    assert twin.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
+    assert by_sumo.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
+    with pytest.raises(ValueError, match="reroute_by"):
+        run(scenario, "citybrain", options=HarnessOptions(reroute_share=0.1, reroute_by="taxi"))
+    with pytest.raises(ValueError, match="reroute_share"):
+        run(scenario, "citybrain", options=HarnessOptions(reroute_share=1.5))

@@ -35,7 +35,7 @@ class RoutesOut(StrictModel):
 def _service(ctx: ApiContext) -> RoutingService:
     if ctx.routing is None:
         try:
-            ctx.routing = RoutingService(ctx.config.routing, ctx.client)
+            ctx.routing = RoutingService(ctx.config.routing, ctx.client, ctx.state)
         except GraphError as exc:
             raise HTTPException(503, str(exc)) from None
     return ctx.routing

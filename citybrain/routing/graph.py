@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +32,12 @@ class RoadGraph:
     # successors[e]: edges one may take after e (turn restrictions); None: every out-edge
     # of head[e] except the U-turn back.
     successors: list[tuple[int, ...]] | None = None
+    # (e, f) -> free-flow seconds to cross the junction from e into f, where known (SUMO
+    # nets: the turn's path through the junction, at its speed, with the braking for it)
+    turn_s: dict[tuple[int, int], float] = field(default_factory=dict)
+    # (e, f) turns that must give way at a junction without signals (minor road, right
+    # before left, stop, all-way stop): their wait depends on traffic no camera watches
+    yield_turns: frozenset[tuple[int, int]] = frozenset()
     _edge_index: dict[str, int] = field(default_factory=dict, repr=False)
     _node_index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -118,11 +123,12 @@ def grid(rows: int, cols: int, spacing_m: float = 200.0, seed: int = 0) -> RoadG
     )
 
 
-def from_sumo(net_file: str | Path) -> RoadGraph:
-    """Normal edges of a SUMO net, with turns from its connections."""
+def from_sumo(net_file) -> RoadGraph:
+    """Normal edges of a SUMO net (a file, or a net sumolib has read), with turns from its
+    connections."""
     from citybrain.sim.sumo_net import read_net
 
-    net = read_net(net_file)
+    net = net_file if hasattr(net_file, "getEdges") else read_net(net_file)
     edges = [e for e in net.getEdges(withInternal=False) if e.getFunction() == ""]
     if not edges:
         raise GraphError(f"{net_file}: no road edges")
@@ -133,9 +139,19 @@ def from_sumo(net_file: str | Path) -> RoadGraph:
     eindex = {e.getID(): k for k, e in enumerate(edges)}
     coords = {n.getID(): n.getCoord() for n in net.getNodes()}
     successors = []
-    for e in edges:
+    turn_s: dict[tuple[int, int], float] = {}
+    priority: dict[tuple[int, int], bool] = {}  # some connection of the turn need not yield
+    for k, e in enumerate(edges):
         succ = sorted({eindex[t.getID()] for t in e.getOutgoing() if t.getID() in eindex})
         successors.append(tuple(succ))
+        for lane in e.getLanes():
+            for conn in lane.getOutgoing():
+                f = eindex.get(conn.getTo().getID())
+                if f is not None:
+                    t = _crossing_s(net, conn.getViaLaneID(), e.getSpeed())
+                    turn_s[(k, f)] = min(t, turn_s.get((k, f), math.inf))
+                    free = bool(conn.getTLSID()) or conn.getState() not in YIELD_STATES
+                    priority[(k, f)] = priority.get((k, f), False) or free
     return RoadGraph(
         node_ids=nodes,
         xy=np.array([coords[v][:2] for v in nodes], dtype=float),
@@ -146,7 +162,32 @@ def from_sumo(net_file: str | Path) -> RoadGraph:
         speed_mps=np.array([max(e.getSpeed(), 0.5) for e in edges]),
         lanes=np.array([e.getLaneNumber() for e in edges]),
         successors=successors,
+        turn_s=turn_s,
+        yield_turns=frozenset(t for t, free in priority.items() if not free),
     )
+
+
+YIELD_STATES = frozenset("m=sw")  # SUMO link states that give way: minor, equal, stop, all-way
+# A passenger car's acceleration and braking (SUMO's defaults), m/s²
+ACCEL_MPS2 = 2.6
+DECEL_MPS2 = 4.5
+
+
+def _crossing_s(net, via_lane: str, approach_mps: float) -> float:
+    """Seconds to cross a junction along ``via_lane`` (and the internal lanes it leads
+    to), plus the time lost braking from the approach speed to the turn's speed and
+    speeding up again: ``(v - u)^2 / 2v * (1/a + 1/b)``."""
+    seconds, slowest, hops = 0.0, approach_mps, 0
+    while via_lane and hops < 4:
+        lane = net.getLane(via_lane)
+        speed = max(lane.getSpeed(), 0.5)
+        seconds += lane.getLength() / speed
+        slowest = min(slowest, speed)
+        nxt = [c.getViaLaneID() for c in lane.getOutgoing()]
+        via_lane = next((v for v in nxt if v), "")
+        hops += 1
+    v = max(approach_mps, 0.5)
+    return seconds + (v - slowest) ** 2 / (2 * v) * (1 / ACCEL_MPS2 + 1 / DECEL_MPS2)
 
 
 def from_geojson(features: list[dict]) -> RoadGraph:

@@ -18,6 +18,7 @@ import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -55,6 +56,7 @@ class Router:
         self.graph = graph
         self.n_landmarks = max(1, min(landmarks, graph.n_nodes))
         self.seed = seed
+        self._lb: np.ndarray | None = None
         self.update(times)
 
     def update(self, times: TravelTimes) -> None:
@@ -66,6 +68,9 @@ class Router:
         self._head = g.head.tolist()
         self._flat = [row[0] for row in times._rows] if times.n_bins == 1 else None
         lb = times.lower_bound()
+        if self._lb is not None and np.array_equal(lb, self._lb):
+            return  # e.g. only turn delays changed: the landmark bounds still hold
+        self._lb = lb
         # Parallel edges: the cheapest one bounds the node pair.
         pair_min: dict[tuple[int, int], float] = {}
         for t, h, w in zip(g.tail.tolist(), g.head.tolist(), lb.tolist(), strict=True):
@@ -125,13 +130,51 @@ class Router:
         if src == dst:
             return [Route((), (origin,), depart_s, depart_s, 0.0)]
         closed_idx = {g.edge(e) for e in closed}
-        h = self._heuristic(src, dst)
+        starts = g.out_edges[g.out_offsets[src] : g.out_offsets[src + 1]].tolist()
+        return self._routes(starts, None, dst, depart_s, alternatives, closed_idx,
+                            f"from {origin!r} to {destination!r}")  # fmt: skip
+
+    def route_between_edges(
+        self,
+        origin_edge: str,
+        destination_edge: str,
+        depart_s: float,
+        alternatives: int = 1,
+        closed: Iterable[str] = (),
+    ) -> list[Route]:
+        """Routes for a road user already on ``origin_edge`` (it starts at that edge's
+        beginning) to the end of ``destination_edge``; both edges are part of the route.
+        This is what a vehicle's navigation asks: it cannot leave its edge but by its end."""
+        g = self.graph
+        o, d = g.edge(origin_edge), g.edge(destination_edge)
+        closed_idx = {g.edge(e) for e in closed}
+        if d in closed_idx:
+            raise NoRouteError(f"destination edge {destination_edge!r} is closed")
+        if o == d:
+            return [self._replay([o], depart_s)]
+        return self._routes([o], d, int(g.head[d]), depart_s, alternatives, closed_idx,
+                            f"from edge {origin_edge!r} to edge {destination_edge!r}")  # fmt: skip
+
+    def evaluate(self, edges: Iterable[str], depart_s: float) -> Route:
+        """A given route (edge ids) timed on the current travel times; raises
+        ``NoRouteError`` if it takes a turn the graph does not allow."""
+        g = self.graph
+        idx = [g.edge(e) for e in edges]
+        if not idx:
+            raise NoRouteError("a route needs at least one edge")
+        for a, b in pairwise(idx):
+            if b not in g.successors[a]:
+                raise NoRouteError(f"no turn from {g.edge_ids[a]!r} to {g.edge_ids[b]!r}")
+        return self._replay(idx, depart_s)
+
+    def _routes(self, starts, goal_edge, dst, depart_s, alternatives, closed_idx, what):
+        h = self._heuristic(int(self.graph.tail[starts[0]]) if starts else dst, dst)
         penalty: dict[int, float] = {}
         routes: list[Route] = []
         tries = 0
         while len(routes) < alternatives and tries < 3 * alternatives:
             tries += 1
-            edges = self._search(src, dst, depart_s, h, closed_idx, penalty)
+            edges = self._search(starts, goal_edge, dst, depart_s, h, closed_idx, penalty)
             if edges is None:
                 break
             route = self._replay(edges, depart_s)
@@ -147,14 +190,17 @@ class Router:
             for e in edges:
                 penalty[e] = penalty.get(e, 1.0) * PENALTY
         if not routes:
-            raise NoRouteError(f"no open route from {origin!r} to {destination!r}")
+            raise NoRouteError(f"no open route {what}")
         return routes
 
-    def _search(self, src, dst, depart_s, h, closed, penalty) -> list[int] | None:
-        g, times = self.graph, self.times
+    def _search(self, starts, goal_edge, dst, depart_s, h, closed, penalty) -> list[int] | None:
+        """Edge-based A*: from the ``starts`` edges (entered at ``depart_s``) to the end of
+        ``goal_edge``, or of any edge into node ``dst`` when ``goal_edge`` is None."""
+        times = self.times
         head = self._head
-        succ = g.successors
+        succ = self.graph.successors
         flat = self._flat  # one bin: plain list lookups, no time arithmetic
+        turns = times.turns
 
         def cost(e: int, t: float) -> float:
             c = flat[e] if flat is not None else times.at(e, t)
@@ -163,7 +209,7 @@ class Router:
         arrive: dict[int, float] = {}
         parent: dict[int, int] = {}
         heap: list[tuple[float, float, int]] = []
-        for e in g.out_edges[g.out_offsets[src] : g.out_offsets[src + 1]].tolist():
+        for e in starts:
             if e in closed:
                 continue
             t = depart_s + cost(e, depart_s)
@@ -177,15 +223,17 @@ class Router:
             if e in done:
                 continue
             done.add(e)
-            if head[e] == dst:
+            if e == goal_edge or (goal_edge is None and head[e] == dst):
                 path = [e]
                 while path[-1] in parent:
                     path.append(parent[path[-1]])
                 return path[::-1]
+            wait = turns.get(e) if turns else None
             for f in succ[e]:
                 if f in done or f in closed:
                     continue
-                tf = t + (flat[f] if flat is not None and f not in penalty else cost(f, t))
+                tj = t + wait.get(f, 0.0) if wait else t
+                tf = tj + (flat[f] if flat is not None and f not in penalty else cost(f, tj))
                 if tf < arrive.get(f, math.inf):
                     arrive[f] = tf
                     parent[f] = e
@@ -196,7 +244,9 @@ class Router:
         """The route's true times (without the alternatives' penalties)."""
         g = self.graph
         t = depart_s
-        for e in edges:
+        for k, e in enumerate(edges):
+            if k:
+                t += self.times.turn_at(edges[k - 1], e)
             t += self.times.at(e, t)
         nodes = [g.node_ids[g.tail[edges[0]]]] + [g.node_ids[g.head[e]] for e in edges]
         return Route(

@@ -1,9 +1,14 @@
 """The router as citybrain runs it: the configured graph, travel times kept fresh.
 
-Every ``refresh_s`` the lane forecasts of the RSU lanes mapped to each edge
-(``routing.edge_lanes``) give that edge's flow per bin for the next ``bins`` bins, and BPR
-turns flow into travel time; edges nobody watches keep free-flow times.  The landmarks are
-re-bounded on the new times (``Router.update``).
+Every ``refresh_s``, for the RSU lanes mapped to each edge (``routing.edge_lanes``):
+
+- their lane forecasts give the edge's flow per bin for the next ``bins`` bins, and BPR
+  turns flow into travel time; edges nobody watches keep free-flow times;
+- their live state (the latest lane intervals) gives the wait at the edge's end by Little's
+  law, the queue divided by the flow through it (``live_delay_s``), added to every turn
+  out of the edge.
+
+The landmarks are re-bounded on the new times (``Router.update``).
 """
 
 from __future__ import annotations
@@ -18,9 +23,30 @@ import redis
 
 from citybrain.config import RoutingConfig
 from citybrain.forecast.online import stored_forecasts
+from citybrain.lane_state import LaneState, rsu_lane_states
 from citybrain.routing.graph import GraphError, RoadGraph, from_geojson, from_sumo
 from citybrain.routing.router import Router
 from citybrain.routing.travel_times import TravelTimes
+from citybrain.state import TrafficState
+
+SATURATION_HEADWAY_S = 2.0  # a queue with no flow measured yet: one headway per road user
+LIVE_WINDOW_S = 300
+MAX_LIVE_DELAY_S = 600.0
+
+
+def live_delay_s(lanes: list[LaneState]) -> float | None:
+    """Seconds a road user joining these lanes waits now, the mean over the lanes that
+    report a queue; None when none is fresh."""
+    waits = []
+    for lane in lanes:
+        if lane.stale or lane.queue_vehicles is None:
+            continue
+        queue = lane.queue_vehicles
+        if lane.flow_veh_h and lane.flow_veh_h > 0:
+            waits.append(min(MAX_LIVE_DELAY_S, queue / (lane.flow_veh_h / 3600.0)))
+        else:
+            waits.append(min(MAX_LIVE_DELAY_S, queue * SATURATION_HEADWAY_S))
+    return sum(waits) / len(waits) if waits else None
 
 
 def load_graph(path: str) -> RoadGraph:
@@ -39,11 +65,14 @@ def load_graph(path: str) -> RoadGraph:
 
 
 class RoutingService:
-    def __init__(self, cfg: RoutingConfig, client: redis.Redis | None) -> None:
+    def __init__(
+        self, cfg: RoutingConfig, client: redis.Redis | None, state: TrafficState | None = None
+    ) -> None:
         if not cfg.graph:
             raise GraphError("routing is not configured: set routing.graph")
         self.cfg = cfg
         self.client = client
+        self.state = state
         self.graph = load_graph(cfg.graph)
         unknown = [e for e in cfg.edge_lanes if e not in set(self.graph.edge_ids)]
         if unknown:
@@ -65,10 +94,8 @@ class RoutingService:
             if not lanes:
                 return
             by_lane = {f["detector"]: f for f in stored_forecasts(self.client, lanes)}
-            if not by_lane:
-                return
-            bin_s = next(iter(by_lane.values()))["bin_s"]
             flows: dict[str, list[float]] = {}
+            bin_s = next(iter(by_lane.values()))["bin_s"] if by_lane else 300
             for edge, mapped in self.cfg.edge_lanes.items():
                 series = [by_lane[lane]["flows_veh_h"] for lane in mapped if lane in by_lane]
                 if series:
@@ -78,5 +105,33 @@ class RoutingService:
                     ]
             start = now // bin_s * bin_s
             times = TravelTimes.estimate(self.graph, start, bin_s, self.cfg.bins, flows_vph=flows)
+            live = self._live_delays()
+            if live:
+                g = self.graph
+                times = times.with_turn_delays({
+                    (edge, g.edge_ids[f]): wait for edge, wait in live.items()
+                    for f in g.successors[g.edge(edge)]
+                })  # fmt: skip
             self.router.update(times)
-            self.source = f"forecasts ({len(flows)} of {self.graph.n_edges} edges)"
+            parts = [f"forecasts ({len(flows)} of {self.graph.n_edges} edges)"] if flows else []
+            if live:
+                parts.append(f"live queues ({len(live)} edges)")
+            self.source = " + ".join(parts) or "free_flow"
+
+    def _live_delays(self) -> dict[str, float]:
+        """Edge -> the wait at its end, from the live state of the lanes mapped to it."""
+        if self.state is None:
+            return {}
+        rsus = sorted({lane.split("/")[0] for ls in self.cfg.edge_lanes.values() for lane in ls})
+        stale_after = self.state.config.state.stale_after_s
+        by_key = {
+            f"{ls.rsu_id}/{ls.camera_id}/{ls.lane_id}": ls
+            for rsu in rsus
+            for ls in rsu_lane_states(self.state, rsu, LIVE_WINDOW_S, stale_after)
+        }
+        out = {}
+        for edge, mapped in self.cfg.edge_lanes.items():
+            wait = live_delay_s([by_key[m] for m in mapped if m in by_key])
+            if wait is not None and wait > 0:
+                out[edge] = wait
+        return out

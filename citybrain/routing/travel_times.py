@@ -10,6 +10,13 @@ Each edge gets one travel time per bin, from the best knowledge there is:
 
 plus, where the edge ends at a signal, Webster's uniform delay for its green share:
 ``C (1 - g/C)^2 / (2 (1 - min(1, x) g/C))``.  Times after the last bin repeat the last bin.
+
+Crossing a junction takes the graph's free-flow turn time (``RoadGraph.turn_s``) and,
+optionally, a *turn delay*: seconds spent at the junction at an edge's end for one movement
+(edge -> next edge), e.g. the queue a camera sees on the lanes of a left turn
+(``citybrain.routing.signal_delay``).  They describe the present and hold at every
+departure time: there is no forecast of them, and dropping them for later bins would make
+far junctions look free.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ def uniform_delay_s(share: SignalShare, degree: float) -> float:
 
 
 class TravelTimes:
-    def __init__(self, graph: RoadGraph, table: np.ndarray, start_s: float, bin_s: float):
+    def __init__(
+        self,
+        graph: RoadGraph,
+        table: np.ndarray,
+        start_s: float,
+        bin_s: float,
+        turn_delay_s: Mapping[tuple[str, str], float] | None = None,
+    ):
         if table.shape[0] != graph.n_edges or table.ndim != 2 or table.shape[1] < 1:
             raise ValueError(f"travel-time table must be (n_edges={graph.n_edges}, n_bins)")
         if not np.all(np.isfinite(table)) or np.any(table <= 0):
@@ -56,6 +70,24 @@ class TravelTimes:
         self.bin_s = float(bin_s)
         self.n_bins = table.shape[1]
         self._rows = table.tolist()  # plain floats: the router reads one per relaxation
+        # turns[e][f]: seconds at the junction for the movement e -> f (edge indices): the
+        # graph's crossing time plus the given delay
+        self.turns: dict[int, dict[int, float]] = {}
+        for (e, f), d in graph.turn_s.items():
+            self.turns.setdefault(e, {})[f] = d
+        for (a, b), d in (turn_delay_s or {}).items():
+            if not math.isfinite(d) or d < 0:
+                raise ValueError(f"turn delay {a} -> {b} must be finite and >= 0, got {d}")
+            e, f = graph.edge(a), graph.edge(b)
+            if f not in graph.successors[e]:
+                raise ValueError(f"no turn from edge {a!r} to edge {b!r}")
+            if d > 0:
+                row = self.turns.setdefault(e, {})
+                row[f] = row.get(f, 0.0) + float(d)
+
+    def with_turn_delays(self, turn_delay_s: Mapping[tuple[str, str], float]) -> TravelTimes:
+        """The same edge times with these turn delays (instead of any before)."""
+        return TravelTimes(self.graph, self.table, self.start_s, self.bin_s, turn_delay_s)
 
     @classmethod
     def free_flow(cls, graph: RoadGraph, start_s: float = 0.0, bin_s: float = 300.0):
@@ -105,6 +137,11 @@ class TravelTimes:
         b = int((t - self.start_s) // self.bin_s)
         row = self._rows[edge]
         return row[0 if b < 0 else (b if b < self.n_bins else self.n_bins - 1)]
+
+    def turn_at(self, edge: int, nxt: int) -> float:
+        """Delay at the end of ``edge`` for turning into ``nxt``."""
+        turns = self.turns.get(edge)
+        return turns.get(nxt, 0.0) if turns else 0.0
 
     def lower_bound(self) -> np.ndarray:
         """No edge is ever faster than this (the router's landmarks rest on it)."""

@@ -94,7 +94,8 @@ def _twin(args: argparse.Namespace) -> int:
         if not 1 <= args.hz <= 50:
             raise ValueError(f"--hz must be between 1 and 50, got {args.hz}")
         options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m,
-                                 step_s=1.0 / args.hz)  # fmt: skip
+                                 step_s=1.0 / args.hz, reroute_share=args.reroute_share,
+                                 reroute_by=args.reroute_by)  # fmt: skip
         result = run(scenario, "citybrain", args.seed, options)
     except (ScenarioError, SumoUnavailableError, ServerUnavailableError, ValueError) as exc:
         print(f"citybrain sim twin: error: {exc}", file=sys.stderr)
@@ -110,6 +111,14 @@ def _twin(args: argparse.Namespace) -> int:
         twin_msgs_per_s=round(result.bus_messages / max(result.wall_s, 1e-9), 1),
         twin_sync_waits=result.bus_sync_waits,
     )
+    if args.reroute_share > 0:
+        line.update(
+            reroute_by=args.reroute_by,
+            rerouted=result.rerouted,
+            reroutes_changed=result.reroutes_changed,
+            rerouted_completed=result.rerouted_completed,
+            trip_time_rerouted_s=round(result.trip_time_rerouted, 2),
+        )
     print(orjson.dumps(line).decode(), flush=True)
     return 0
 
@@ -150,6 +159,21 @@ def add_parser(sub: Any) -> None:
     twin.add_argument("--noise-m", type=float, default=0.0, help="ground position noise (m)")
     twin.add_argument("--hz", type=float, default=1.0,
                       help="camera frames per second (the simulation steps at 1/hz s)")  # fmt: skip
+    twin.add_argument("--rsus", choices=["auto"], default="auto",
+                      help="auto: one virtual RSU per approach of every signal")  # fmt: skip
+    twin.add_argument(
+        "--reroute-share",
+        type=float,
+        default=0.0,
+        help="share of the cars routed at departure (the same cars every run)",
+    )
+    twin.add_argument(
+        "--reroute-by",
+        choices=["citybrain", "sumo", "none"],
+        default="citybrain",
+        help="who routes them: citybrain's router on what the cameras see, "
+        "SUMO's own routing, or nobody (they keep the scenario's routes)",
+    )
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--begin", type=int)
     twin.add_argument("--end", type=int)

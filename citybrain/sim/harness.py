@@ -110,6 +110,13 @@ class RunResult:
     bus_undrained: int = 0  # twin: entries ingest had not acked 30 s after the run
     clearance: str = "shipped"
     delay_series: list[float] = field(default_factory=list)  # mean delay of trips ending per bin
+    # Routed vehicles (reroute_share > 0): how many were due within the run, how many got
+    # another route than the scenario's, how many arrived, and their mean trip time from
+    # scheduled departure to arrival (unfinished trips count until the end).
+    rerouted: int = 0
+    reroutes_changed: int = 0
+    rerouted_completed: int = 0
+    trip_time_rerouted: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,10 @@ class HarnessOptions:
     noise_m: float = 0.0  # ground position noise (standard deviation)
     aggregate_s: float = 60.0  # lane_aggregates interval
     step_s: float = 1.0  # simulation step; 0.1 makes the twin's cameras send at 10 Hz
+    # Route this share of the cars at departure (the same cars in every run), by
+    # "citybrain" (our router on what the cameras see) or "sumo" (SUMO's own routing).
+    reroute_share: float = 0.0
+    reroute_by: str = "citybrain"
 
 
 def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
@@ -191,6 +202,27 @@ def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
     ]
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return mean(delays), mean(trips), mean(waits), len(delays), len(trips), curve
+
+
+def _trip_times_of(path: Path, vehicles: set[str]) -> tuple[float, int, int]:
+    """Over ``vehicles`` scheduled to leave within the run: the mean time from scheduled
+    departure to arrival, counting trips unfinished (or never started) at the end until
+    the end, as RESCO's delay does; how many vehicles; how many arrived."""
+    times, arrived = [], 0
+    for _, el in ET.iterparse(path):
+        if el.tag != "tripinfo" or el.get("id") not in vehicles:
+            el.clear()
+            continue
+        depart_delay = float(el.get("departDelay", 0) or 0)
+        if depart_delay < 0:  # scheduled after the end
+            el.clear()
+            continue
+        started = el.get("depart") not in (None, "-1", "-1.00")
+        duration = float(el.get("duration", 0) or 0) if started else 0.0
+        times.append(depart_delay + max(duration, 0.0))
+        arrived += float(el.get("arrival", -1) or -1) >= 0
+        el.clear()
+    return (sum(times) / len(times) if times else float("nan")), len(times), arrived
 
 
 def run(
@@ -262,6 +294,20 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             range_m=cfg.sensing_range_m, miss_rate=options.miss_rate,
             noise_m=options.noise_m, seed=seed,
         )  # fmt: skip
+    rerouter = None
+    if not 0 <= options.reroute_share <= 1:
+        raise ValueError(f"reroute_share must be between 0 and 1, got {options.reroute_share}")
+    if options.reroute_share > 0:
+        from citybrain.routing.graph import from_sumo
+        from citybrain.sim.rerouting import Rerouter
+
+        lanes = [ln for e in net.getEdges() for ln in e.getLanes()]
+        rerouter = Rerouter(
+            options.reroute_by, options.reroute_share, from_sumo(net), inters,
+            {ln.getID(): ln.getEdge().getID() for ln in lanes},
+            {ln.getID(): ln.getLength() for ln in lanes},
+            {ln.getID(): ln.getSpeed() for ln in lanes},
+        )  # fmt: skip
     incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
     with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
         tripinfo = Path(tmp) / "tripinfo.xml"
@@ -299,6 +345,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                 now = float(libsumo.simulation.getTime())
                 queue_sum += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in incoming)
                 steps += 1
+                if rerouter is not None:
+                    rerouter.departed(libsumo)
                 if twin is not None:
                     subscribe_new(libsumo)
                     twin.publish(now, sumo_vehicles(libsumo), options.aggregate_s)
@@ -306,6 +354,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                 elif sensing is not None:
                     observations = sensing.observe(now)
                 else:
+                    if rerouter is not None:
+                        rerouter.before_step(libsumo, now, options.step_s)
                     continue
                 dark = options.blackout is not None and (
                     options.blackout[0] <= now - scenario.begin < options.blackout[1]
@@ -324,6 +374,9 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                     for iid, ctl in controllers.items():
                         ctl.set_fallback_plan(webster_plan(inters[iid], ctl.rules, vph))
                     flows, flow_since = {}, now
+                if rerouter is not None:
+                    rerouter.observe(now, observations)
+                    rerouter.before_step(libsumo, now, options.step_s)
         finally:
             libsumo.close()
             if twin is not None:
@@ -337,6 +390,10 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         delay, trip, wait, n, done, curve = _tripinfo_metrics(
             tripinfo, scenario.end, scenario.begin, options.series_bin_s
         )
+        rerouted_trip, rerouted_n, rerouted_done = (
+            _trip_times_of(tripinfo, set(rerouter.original)) if rerouter
+            else (float("nan"), 0, 0)
+        )  # fmt: skip
     return RunResult(
         scenario=scenario.name,
         controller=controller,
@@ -356,4 +413,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         bus_undrained=twin.undrained if twin is not None else 0,
         clearance=options.clearance,
         delay_series=curve,
+        rerouted=rerouted_n,
+        reroutes_changed=rerouter.changed if rerouter is not None else 0,
+        rerouted_completed=rerouted_done,
+        trip_time_rerouted=rerouted_trip,
     )

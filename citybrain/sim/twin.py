@@ -5,7 +5,8 @@ runs a real ``citybrain ingest`` worker process on them, and builds each interse
 observation from what ingest stored: the latest frame of each approach's camera (road users
 with lane, ground position and speed).  The distance to the stop line comes from the lane
 geometry, as it would from a camera's scene calibration; waiting times from the track ids
-seen stopped in consecutive frames.  Nothing the planners see bypasses the bus.
+seen stopped in consecutive frames; departures from the track ids seen near a stop line
+that have left its lane in the next frame.  Nothing the planners see bypasses the bus.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from citybrain.signals.observation import IntersectionObservation, LaneObservati
 from citybrain.sim.virtual_rsu import HALTING_MPS, VirtualRsus
 from citybrain.state import TrafficState
 from common.bus import BusConfig, StreamProducer
+
+DEPART_WITHIN_M = 30.0  # farther than a road user moves between two frames at 1 Hz
 
 
 class TwinBus:
@@ -60,6 +63,11 @@ class TwinBus:
             for lane in lanes:
                 self._stop_xy[lane] = net.getLane(lane).getShape()[-1][:2]
         self._stopped_since: dict[int, float] = {}
+        # Departures: a track seen near a stop line that is no longer on that lane in the
+        # next frame has crossed it.  Each track departs a lane once, even if a missed
+        # detection made it look gone for a frame.
+        self._near_line: dict[int, str] = {}
+        self._departed: dict[tuple[int, str], float] = {}
         self.published = 0
         self.sync_waits = 0
         self.undrained = 0  # entries ingest had not acked when the twin stopped
@@ -121,6 +129,8 @@ class TwinBus:
             by_tls[cam.intersection].append(cam)
         frames = self.state.latest_frames((cam.rsu_id, "cam0") for cam in self.rsus.cameras)
         out = {}
+        on_lane: dict[int, str] = {}
+        near_line: dict[int, str] = {}
         for tls, cams in by_tls.items():
             lanes: dict[str, list] = {lane: [0, 0, 0.0, [], 0.0] for lane in self.tls_incoming[tls]}
             newest = -math.inf
@@ -141,6 +151,9 @@ class TwinBus:
                     a[0] += 1
                     a[4] += speed
                     tid = obj.get("track_id")
+                    on_lane[tid] = lane
+                    if dist <= DEPART_WITHIN_M:
+                        near_line[tid] = lane
                     if speed < HALTING_MPS:
                         a[1] += 1
                         since = self._stopped_since.setdefault(tid, sim_s)
@@ -150,11 +163,29 @@ class TwinBus:
                         a[3].append(dist / speed)
             if newest == -math.inf:
                 continue  # nothing arrived yet: the controller will say "no observation"
-            incoming = {
+            out[tls] = lanes, newest
+        departures = self._departures(sim_s, on_lane, near_line)
+        return {
+            tls: IntersectionObservation(tls, newest, self.range_m, {
                 lane: LaneObservation(vehicles=a[0], queue=a[1], max_wait_s=a[2],
                                       etas_s=tuple(sorted(a[3])),
-                                      mean_speed_mps=a[4] / a[0] if a[0] else None)
+                                      mean_speed_mps=a[4] / a[0] if a[0] else None,
+                                      departures=departures.get(lane, 0))
                 for lane, a in lanes.items()
-            }  # fmt: skip
-            out[tls] = IntersectionObservation(tls, newest, self.range_m, incoming, {})
+            }, {})
+            for tls, (lanes, newest) in out.items()
+        }  # fmt: skip
+
+    def _departures(
+        self, sim_s: float, on_lane: dict[int, str], near_line: dict[int, str]
+    ) -> dict[str, int]:
+        """Per lane, the tracks near its stop line last frame that have left it now."""
+        out: dict[str, int] = defaultdict(int)
+        for tid, lane in self._near_line.items():
+            if on_lane.get(tid) != lane and (tid, lane) not in self._departed:
+                self._departed[(tid, lane)] = sim_s
+                out[lane] += 1
+        self._near_line = near_line
+        if len(self._departed) > 50_000:  # forget departures long past
+            self._departed = {k: t for k, t in self._departed.items() if sim_s - t < 600}
         return out

@@ -1,0 +1,137 @@
+"""A share of the simulated vehicles take routes chosen at their departure.
+
+Which vehicles: passenger cars whose id hashes below ``share`` (CRC-32), so two runs of a
+scenario route the very same vehicles and their trip times compare one to one.
+
+Who routes them:
+
+- ``citybrain``: the project's router from the vehicle's first edge to its last, on
+  free-flow edge and junction-crossing times plus each signal's movement delays as its
+  cameras measure them (``MeasuredDelays``: queue and departures per lane, through the
+  bus in the twin);
+- ``sumo``: SUMO's own routing: the vehicle gets SUMO's rerouting device, which routes it
+  at insertion on SUMO's smoothed travel times of every edge in the network (SUMO sees
+  them all; citybrain sees what its cameras see);
+- ``none``: nobody; the vehicles keep the scenario's routes (the reference both are
+  measured against).
+
+Both route once, when the vehicle is about to depart; neither changes a route en route.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Mapping
+
+from citybrain.routing.graph import GraphError, RoadGraph
+from citybrain.routing.router import NoRouteError, Router
+from citybrain.routing.signal_delay import MeasuredDelays, movement_lanes
+from citybrain.routing.travel_times import TravelTimes
+from citybrain.signals.intersection import SignalIntersection
+from citybrain.signals.observation import IntersectionObservation
+
+ROUTERS = ("citybrain", "sumo", "none")
+ROUTED_CLASSES = frozenset({"passenger"})  # the graph knows no lane permissions by class
+MIN_GAIN_S = 5.0  # a new route must save this much, and this share, of the vehicle's own
+MIN_GAIN_SHARE = 0.05
+# Giving way at a junction without signals: the wait depends on the priority stream, which
+# no camera watches, and vehicles sent there could queue unseen; the router takes it as long.
+UNSEEN_YIELD_S = 30.0
+MIN_RATE_PER_LANE = 0.25
+
+
+def chosen(vehicle_id: str, share: float) -> bool:
+    return zlib.crc32(vehicle_id.encode()) % 10_000 < share * 10_000
+
+
+class Rerouter:
+    def __init__(
+        self,
+        by: str,
+        share: float,
+        graph: RoadGraph,
+        intersections: Mapping[str, SignalIntersection],
+        lane_edge: Mapping[str, str],
+        lane_length_m: Mapping[str, float],
+        lane_speed_mps: Mapping[str, float],
+        *,
+        tau_s: float = 120.0,
+    ) -> None:
+        if by not in ROUTERS:
+            raise ValueError(f"reroute_by must be one of {', '.join(ROUTERS)}, not {by!r}")
+        if not 0 < share <= 1:
+            raise ValueError(f"reroute share must be in (0, 1], got {share}")
+        self.by = by
+        self.share = share
+        self.graph = graph
+        self.free = TravelTimes.free_flow(graph)
+        known = set(graph.edge_ids)
+        self.lanes_of = {
+            m: lanes for m, lanes in movement_lanes(intersections.values(), lane_edge).items()
+            if m[0] in known and m[1] in known
+        }  # fmt: skip
+        self.router = Router(graph, self.free, landmarks=8)
+        lanes = {lane for ls in self.lanes_of.values() for lane in ls}
+        self.delays = MeasuredDelays(tau_s, {lane: lane_length_m[lane] for lane in lanes},
+                                     {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
+        self.original: dict[str, tuple[str, ...]] = {}  # chosen vehicle -> route as loaded
+        self._due: list[tuple[float, str]] = []  # (scheduled departure, vehicle)
+        self.changed = 0
+        self.failed = 0  # no route, or SUMO refused it: the vehicle keeps its own
+
+    def observe(self, now_s: float, observations: Mapping[str, IntersectionObservation]) -> None:
+        """Fold this step's camera observations into the measured delays."""
+        if self.by == "citybrain":
+            self.delays.update(now_s, observations)
+
+    def before_step(self, sumo, now_s: float, step_s: float) -> None:
+        """Take note of the vehicles SUMO loaded; route those departing in the next step."""
+        for vid in sumo.simulation.getLoadedIDList():
+            if not chosen(vid, self.share):
+                continue
+            if sumo.vehicle.getVehicleClass(vid) not in ROUTED_CLASSES:
+                continue
+            self.original[vid] = tuple(sumo.vehicle.getRoute(vid))
+            if self.by == "sumo":
+                sumo.vehicle.setParameter(vid, "has.rerouting.device", "true")
+            if self.by != "citybrain":
+                continue
+            # Before departure SUMO reports the departure delay as now - scheduled departure.
+            heapq.heappush(self._due, (now_s - sumo.vehicle.getDepartDelay(vid), vid))
+        if not self._due or self._due[0][0] > now_s + step_s:
+            return
+        delays = self.delays.movement_delays(self.lanes_of)
+        for e, f in self.graph.yield_turns:
+            m = (self.graph.edge_ids[e], self.graph.edge_ids[f])
+            delays[m] = delays.get(m, 0.0) + UNSEEN_YIELD_S
+        self.router.update(self.free.with_turn_delays(delays))
+        while self._due and self._due[0][0] <= now_s + step_s:
+            _, vid = heapq.heappop(self._due)
+            self._route(sumo, vid, now_s)
+
+    def _route(self, sumo, vid: str, now_s: float) -> None:
+        old = self.original[vid]
+        try:
+            best = self.router.route_between_edges(old[0], old[-1], now_s)[0]
+            try:
+                keep_s = self.router.evaluate(old, now_s).travel_time_s
+            except (NoRouteError, GraphError):  # its own route leaves the graph
+                keep_s = float("inf")
+            # A navigation system proposes another route only when it saves real time:
+            # ties and near-ties would trade a known route for lane changes and turns.
+            if best.edges != old and best.travel_time_s < keep_s - max(
+                MIN_GAIN_S, MIN_GAIN_SHARE * keep_s
+            ):
+                sumo.vehicle.setRoute(vid, list(best.edges))
+                self.changed += 1
+        except (NoRouteError, GraphError, sumo.TraCIException):
+            self.failed += 1
+
+    def departed(self, sumo) -> None:
+        """SUMO's router: count the routes it changed, as they are at departure."""
+        if self.by != "sumo":
+            return
+        for vid in sumo.simulation.getDepartedIDList():
+            if vid in self.original:
+                self.changed += tuple(sumo.vehicle.getRoute(vid)) != self.original[vid]
