@@ -168,12 +168,15 @@ def test_twin_runs_the_controller_on_what_came_through_the_bus(redis_url, redis_
 def test_twin_cli_prints_its_figures(redis_url) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "citybrain.cli", "sim", "twin", "--scenario",
-         str(RESCO / "ingolstadt1"), "--end", "57720", "--redis-url", redis_url],
+         str(RESCO / "ingolstadt1"), "--end", "57720", "--redis-url", redis_url,
+         "--reroute-share", "0.5", "--reroute-by", "sumo"],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["twin_rsus"] == 3 and line["twin_msgs"] >= 3 * 120
     assert line["twin_msgs_per_s"] > 0 and line["delay"] >= 0
+    assert line["reroute_by"] == "sumo" and line["rerouted"] > 0
+    assert line["rerouted_completed"] <= line["rerouted"] and line["trip_time_rerouted_s"] > 0
 
 
 def test_twin_cameras_at_10_hz(redis_url) -> None:
@@ -205,6 +208,18 @@ def test_rerouting_the_same_cars_by_citybrain_through_the_bus_and_by_sumo(redis_
     assert twin.bus_rsus > 0 and twin.fallback_steps == 0
     assert twin.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
     assert by_sumo.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
+    # En route too: citybrain changes routes of cars already driving (keeping each car's
+    # next turn), and SUMO's device takes the same period.
+    en_route = run(scenario, "citybrain", options=HarnessOptions(
+        reroute_share=share, reroute_by="citybrain", reroute_period_s=60))  # fmt: skip
+    assert en_route.rerouted == kept.rerouted and en_route.reroutes_en_route > 0
+    assert en_route.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
+    sumo_en_route = run(scenario, "citybrain", options=HarnessOptions(
+        reroute_share=share, reroute_by="sumo", reroute_period_s=60))  # fmt: skip
+    assert sumo_en_route.trip_time_rerouted != by_sumo.trip_time_rerouted
+    with pytest.raises(ValueError, match="reroute period"):
+        run(scenario, "citybrain", options=HarnessOptions(reroute_share=0.1,
+                                                          reroute_period_s=-1))  # fmt: skip
     with pytest.raises(ValueError, match="reroute_by"):
         run(scenario, "citybrain", options=HarnessOptions(reroute_share=0.1, reroute_by="taxi"))
     with pytest.raises(ValueError, match="reroute_share"):

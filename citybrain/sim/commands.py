@@ -95,7 +95,8 @@ def _twin(args: argparse.Namespace) -> int:
             raise ValueError(f"--hz must be between 1 and 50, got {args.hz}")
         options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m,
                                  step_s=1.0 / args.hz, reroute_share=args.reroute_share,
-                                 reroute_by=args.reroute_by)  # fmt: skip
+                                 reroute_by=args.reroute_by,
+                                 reroute_period_s=args.reroute_period)  # fmt: skip
         result = run(scenario, "citybrain", args.seed, options)
     except (ScenarioError, SumoUnavailableError, ServerUnavailableError, ValueError) as exc:
         print(f"citybrain sim twin: error: {exc}", file=sys.stderr)
@@ -116,6 +117,7 @@ def _twin(args: argparse.Namespace) -> int:
             reroute_by=args.reroute_by,
             rerouted=result.rerouted,
             reroutes_changed=result.reroutes_changed,
+            reroutes_en_route=result.reroutes_en_route,
             rerouted_completed=result.rerouted_completed,
             trip_time_rerouted_s=round(result.trip_time_rerouted, 2),
         )
@@ -173,6 +175,12 @@ def add_parser(sub: Any) -> None:
         default="citybrain",
         help="who routes them: citybrain's router on what the cameras see, "
         "SUMO's own routing, or nobody (they keep the scenario's routes)",
+    )
+    twin.add_argument(
+        "--reroute-period",
+        type=float,
+        default=0.0,
+        help="seconds; > 0: also reroute en route, at most this often per car (0: at departure)",
     )
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--begin", type=int)

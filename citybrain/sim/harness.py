@@ -110,11 +110,12 @@ class RunResult:
     bus_undrained: int = 0  # twin: entries ingest had not acked 30 s after the run
     clearance: str = "shipped"
     delay_series: list[float] = field(default_factory=list)  # mean delay of trips ending per bin
-    # Routed vehicles (reroute_share > 0): how many were due within the run, how many got
-    # another route than the scenario's, how many arrived, and their mean trip time from
+    # Routed vehicles (reroute_share > 0): how many were due within the run, how many left
+    # on another route than the scenario's, how many arrived, and their mean trip time from
     # scheduled departure to arrival (unfinished trips count until the end).
     rerouted: int = 0
     reroutes_changed: int = 0
+    reroutes_en_route: int = 0  # citybrain's changes after departure (SUMO does not say)
     rerouted_completed: int = 0
     trip_time_rerouted: float = float("nan")
 
@@ -141,6 +142,7 @@ class HarnessOptions:
     # "citybrain" (our router on what the cameras see) or "sumo" (SUMO's own routing).
     reroute_share: float = 0.0
     reroute_by: str = "citybrain"
+    reroute_period_s: float = 0.0  # > 0: both also reroute en route, at most this often
 
 
 def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
@@ -307,6 +309,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             {ln.getID(): ln.getEdge().getID() for ln in lanes},
             {ln.getID(): ln.getLength() for ln in lanes},
             {ln.getID(): ln.getSpeed() for ln in lanes},
+            period_s=options.reroute_period_s,
         )  # fmt: skip
     incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
     with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
@@ -322,6 +325,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             "--tripinfo-output.write-unfinished", "true",
             "--tripinfo-output.write-undeparted", "true",
         ]  # fmt: skip
+        if rerouter is not None:
+            args += rerouter.sumo_args()
         t0 = time.perf_counter()
         try:
             libsumo.start(args)
@@ -346,7 +351,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
                 queue_sum += sum(libsumo.lane.getLastStepHaltingNumber(lane) for lane in incoming)
                 steps += 1
                 if rerouter is not None:
-                    rerouter.departed(libsumo)
+                    rerouter.after_step(libsumo, now)
                 if twin is not None:
                     subscribe_new(libsumo)
                     twin.publish(now, sumo_vehicles(libsumo), options.aggregate_s)
@@ -415,6 +420,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         delay_series=curve,
         rerouted=rerouted_n,
         reroutes_changed=rerouter.changed if rerouter is not None else 0,
+        reroutes_en_route=rerouter.en_route_changes if rerouter is not None else 0,
         rerouted_completed=rerouted_done,
         trip_time_rerouted=rerouted_trip,
     )

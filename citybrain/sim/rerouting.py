@@ -1,4 +1,4 @@
-"""A share of the simulated vehicles take routes chosen at their departure.
+"""A share of the simulated vehicles take routes chosen at their departure (and en route).
 
 Which vehicles: passenger cars whose id hashes below ``share`` (CRC-32), so two runs of a
 scenario route the very same vehicles and their trip times compare one to one.
@@ -15,7 +15,10 @@ Who routes them:
 - ``none``: nobody; the vehicles keep the scenario's routes (the reference both are
   measured against).
 
-Both route once, when the vehicle is about to depart; neither changes a route en route.
+Both route when the vehicle is about to depart.  With ``period_s`` > 0 both also reroute
+en route, at most once per ``period_s``: SUMO by its device's own period; citybrain when
+the vehicle has just entered an edge with room ahead to change lanes for a new turn
+(at least ``LANE_CHANGE_ROOM_M``), from that edge to the destination.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ MIN_GAIN_SHARE = 0.05
 # Giving way at a junction without signals: the wait depends on the priority stream, which
 # no camera watches, and vehicles sent there could queue unseen; the router takes it as long.
 UNSEEN_YIELD_S = 30.0
-MIN_RATE_PER_LANE = 0.25
+LANE_CHANGE_ROOM_M = 60.0  # a new next turn may need two lane changes
 
 
 def chosen(vehicle_id: str, share: float) -> bool:
@@ -57,11 +60,15 @@ class Rerouter:
         lane_speed_mps: Mapping[str, float],
         *,
         tau_s: float = 120.0,
+        period_s: float = 0.0,
     ) -> None:
         if by not in ROUTERS:
             raise ValueError(f"reroute_by must be one of {', '.join(ROUTERS)}, not {by!r}")
         if not 0 < share <= 1:
             raise ValueError(f"reroute share must be in (0, 1], got {share}")
+        if period_s < 0:
+            raise ValueError(f"reroute period must be >= 0, got {period_s}")
+        self.period_s = period_s
         self.by = by
         self.share = share
         self.graph = graph
@@ -77,8 +84,18 @@ class Rerouter:
                                      {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
         self.original: dict[str, tuple[str, ...]] = {}  # chosen vehicle -> route as loaded
         self._due: list[tuple[float, str]] = []  # (scheduled departure, vehicle)
-        self.changed = 0
+        self.changed = 0  # cars whose route differs from the scenario's when they depart
+        self.en_route_changes = 0  # citybrain: routes changed after departure (SUMO's: unknown)
         self.failed = 0  # no route, or SUMO refused it: the vehicle keeps its own
+        # citybrain en route: vehicle -> (edge it was last seen on, when last routed)
+        self._driving: dict[str, tuple[str, float]] = {}
+        self._changed: set[str] = set()
+
+    def sumo_args(self) -> list[str]:
+        """Options SUMO needs at start for this way of routing."""
+        if self.by == "sumo" and self.period_s > 0:
+            return ["--device.rerouting.period", f"{self.period_s:g}"]
+        return []
 
     def observe(self, now_s: float, observations: Mapping[str, IntersectionObservation]) -> None:
         """Fold this step's camera observations into the measured delays."""
@@ -101,17 +118,30 @@ class Rerouter:
             heapq.heappush(self._due, (now_s - sumo.vehicle.getDepartDelay(vid), vid))
         if not self._due or self._due[0][0] > now_s + step_s:
             return
+        self._update_times()
+        while self._due and self._due[0][0] <= now_s + step_s:
+            _, vid = heapq.heappop(self._due)
+            self._route(sumo, vid, now_s)
+
+    def _update_times(self) -> None:
         delays = self.delays.movement_delays(self.lanes_of)
         for e, f in self.graph.yield_turns:
             m = (self.graph.edge_ids[e], self.graph.edge_ids[f])
             delays[m] = delays.get(m, 0.0) + UNSEEN_YIELD_S
         self.router.update(self.free.with_turn_delays(delays))
-        while self._due and self._due[0][0] <= now_s + step_s:
-            _, vid = heapq.heappop(self._due)
-            self._route(sumo, vid, now_s)
 
-    def _route(self, sumo, vid: str, now_s: float) -> None:
-        old = self.original[vid]
+    def _route(
+        self,
+        sumo,
+        vid: str,
+        now_s: float,
+        current: tuple[str, ...] | None = None,
+        keep: tuple[str, ...] = (),
+    ) -> None:
+        """Give ``vid`` the fastest route from the first edge of ``current`` (default: its
+        route as loaded) if that saves enough time over ``current``; ``keep``: the edges it
+        drives before ``current`` starts."""
+        old = self.original[vid] if current is None else current
         try:
             best = self.router.route_between_edges(old[0], old[-1], now_s)[0]
             try:
@@ -123,15 +153,50 @@ class Rerouter:
             if best.edges != old and best.travel_time_s < keep_s - max(
                 MIN_GAIN_S, MIN_GAIN_SHARE * keep_s
             ):
-                sumo.vehicle.setRoute(vid, list(best.edges))
-                self.changed += 1
+                sumo.vehicle.setRoute(vid, list(keep + best.edges))
+                if current is None:
+                    self._changed.add(vid)
+                    self.changed = len(self._changed)
+                else:
+                    self.en_route_changes += 1
         except (NoRouteError, GraphError, sumo.TraCIException):
             self.failed += 1
 
-    def departed(self, sumo) -> None:
-        """SUMO's router: count the routes it changed, as they are at departure."""
-        if self.by != "sumo":
+    def after_step(self, sumo, now_s: float) -> None:
+        """Count SUMO's changed routes at departure; reroute citybrain's cars en route."""
+        if self.by == "sumo":
+            for vid in sumo.simulation.getDepartedIDList():
+                if vid in self.original and tuple(sumo.vehicle.getRoute(vid)) != self.original[vid]:
+                    self._changed.add(vid)
+            self.changed = len(self._changed)
+        if self.by != "citybrain" or self.period_s <= 0:
             return
         for vid in sumo.simulation.getDepartedIDList():
             if vid in self.original:
-                self.changed += tuple(sumo.vehicle.getRoute(vid)) != self.original[vid]
+                self._driving[vid] = (self.original[vid][0], now_s)
+        for vid in sumo.simulation.getArrivedIDList():
+            self._driving.pop(vid, None)
+        due = []
+        for vid, (edge, routed_s) in self._driving.items():
+            road = sumo.vehicle.getRoadID(vid)
+            if road == edge or road.startswith(":"):
+                continue  # same edge, or inside a junction
+            self._driving[vid] = (road, routed_s)
+            if now_s - routed_s < self.period_s:
+                continue
+            room = sumo.lane.getLength(sumo.vehicle.getLaneID(vid)) - sumo.vehicle.getLanePosition(
+                vid
+            )
+            if room >= LANE_CHANGE_ROOM_M:
+                due.append(vid)
+        if not due:
+            return
+        self._update_times()
+        for vid in due:
+            route = sumo.vehicle.getRoute(vid)
+            rest = tuple(route[sumo.vehicle.getRouteIndex(vid) :])
+            if len(rest) > 2:
+                # The next turn stays: the car may already be in its lane, and changing
+                # lanes in a queue is what blocks it.  The rest is planned anew.
+                self._route(sumo, vid, now_s, rest[1:], keep=rest[:1])
+            self._driving[vid] = (rest[0] if rest else "", now_s)
