@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def measure(graph, queries: int, seed: int, landmarks: int, exact: bool) -> dict:
-    """``exact``: the graph has no turn restrictions, so networkx's node-based cost must
-    equal the router's; otherwise the router's (which obeys them) may only be longer."""
+    """``exact``: the graph has no turn restrictions and no junction crossing times, so
+    networkx's node-based cost must equal the router's; otherwise the router's (which
+    obeys and counts them) may only be longer."""
     import networkx as nx
 
     from citybrain.routing.router import NoRouteError, Router
@@ -63,7 +64,9 @@ def measure(graph, queries: int, seed: int, landmarks: int, exact: bool) -> dict
     rng = random.Random(seed)
     ours, theirs = [], []
     mismatches = 0
-    restricted = 0  # turn restrictions made the route slower than networkx's, or impossible
+    restricted = (
+        0  # turns (restrictions, crossing times) made it slower than networkx's, or impossible
+    )
     while len(ours) < queries:
         s, t = rng.randrange(graph.n_nodes), rng.randrange(graph.n_nodes)
         if s == t:
@@ -102,7 +105,7 @@ def measure(graph, queries: int, seed: int, landmarks: int, exact: bool) -> dict
         "networkx_p50_ms": round(p(theirs, 50), 3), "networkx_p99_ms": round(p(theirs, 99), 3),
         "speedup_vs_networkx": round(p(theirs, 50) / p(ours, 50), 2),
         "cost_mismatches": mismatches,
-        "longer_or_none_by_turn_restrictions": restricted,
+        "longer_or_none_by_turns": restricted,
     }  # fmt: skip
 
 
@@ -290,7 +293,7 @@ def main() -> int:
         print(f"{name}: {r['nodes']} nodes, {r['edges']} edges: router p50 {r['router_p50_ms']} ms"
               f" p99 {r['router_p99_ms']} ms; networkx p50 {r['networkx_p50_ms']} ms; "
               f"speedup {r['speedup_vs_networkx']}x; mismatches {r['cost_mismatches']}; "
-              f"changed by turn restrictions {r['longer_or_none_by_turn_restrictions']}",
+              f"longer or none by turns {r['longer_or_none_by_turns']}",
               file=sys.stderr)  # fmt: skip
     big = results[f"grid{args.grid}x{args.grid}"]
     twin = run_twin(args.twin_scenario) if args.twin_scenario else None

@@ -229,10 +229,20 @@ class Router:
                     path.append(parent[path[-1]])
                 return path[::-1]
             wait = turns.get(e) if turns else None
+            if wait is None:  # the hot path on graphs without turn times: kept lean
+                for f in succ[e]:
+                    if f in done or f in closed:
+                        continue
+                    tf = t + (flat[f] if flat is not None and f not in penalty else cost(f, t))
+                    if tf < arrive.get(f, math.inf):
+                        arrive[f] = tf
+                        parent[f] = e
+                        push(heap, (tf + h[head[f]], tf, f))
+                continue
             for f in succ[e]:
                 if f in done or f in closed:
                     continue
-                tj = t + wait.get(f, 0.0) if wait else t
+                tj = t + wait.get(f, 0.0)
                 tf = tj + (flat[f] if flat is not None and f not in penalty else cost(f, tj))
                 if tf < arrive.get(f, math.inf):
                     arrive[f] = tf

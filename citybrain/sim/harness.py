@@ -116,6 +116,7 @@ class RunResult:
     rerouted: int = 0
     reroutes_changed: int = 0
     reroutes_en_route: int = 0  # citybrain's changes after departure (SUMO does not say)
+    reroutes_failed: int = 0  # citybrain found no route, or SUMO refused it: car kept its own
     rerouted_completed: int = 0
     trip_time_rerouted: float = float("nan")
 
@@ -421,6 +422,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         rerouted=rerouted_n,
         reroutes_changed=rerouter.changed if rerouter is not None else 0,
         reroutes_en_route=rerouter.en_route_changes if rerouter is not None else 0,
+        reroutes_failed=rerouter.failed if rerouter is not None else 0,
         rerouted_completed=rerouted_done,
         trip_time_rerouted=rerouted_trip,
     )

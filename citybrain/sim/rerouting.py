@@ -84,12 +84,15 @@ class Rerouter:
                                      {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
         self.original: dict[str, tuple[str, ...]] = {}  # chosen vehicle -> route as loaded
         self._due: list[tuple[float, str]] = []  # (scheduled departure, vehicle)
-        self.changed = 0  # cars whose route differs from the scenario's when they depart
         self.en_route_changes = 0  # citybrain: routes changed after departure (SUMO's: unknown)
         self.failed = 0  # no route, or SUMO refused it: the vehicle keeps its own
         # citybrain en route: vehicle -> (edge it was last seen on, when last routed)
         self._driving: dict[str, tuple[str, float]] = {}
-        self._changed: set[str] = set()
+        self._changed: set[str] = set()  # cars leaving on another route than the scenario's
+
+    @property
+    def changed(self) -> int:
+        return len(self._changed)
 
     def sumo_args(self) -> list[str]:
         """Options SUMO needs at start for this way of routing."""
@@ -156,7 +159,6 @@ class Rerouter:
                 sumo.vehicle.setRoute(vid, list(keep + best.edges))
                 if current is None:
                     self._changed.add(vid)
-                    self.changed = len(self._changed)
                 else:
                     self.en_route_changes += 1
         except (NoRouteError, GraphError, sumo.TraCIException):
@@ -168,7 +170,6 @@ class Rerouter:
             for vid in sumo.simulation.getDepartedIDList():
                 if vid in self.original and tuple(sumo.vehicle.getRoute(vid)) != self.original[vid]:
                     self._changed.add(vid)
-            self.changed = len(self._changed)
         if self.by != "citybrain" or self.period_s <= 0:
             return
         for vid in sumo.simulation.getDepartedIDList():
