@@ -290,3 +290,39 @@ def test_live_queues_through_ingest_add_their_wait_to_the_turns_out_of_an_edge(
     assert service.router.evaluate(route[:1], 0.0).travel_time_s == pytest.approx(
         graph.free_flow_s()[edge]
     )
+
+
+def test_signal_delay_from_the_active_plan_of_the_signal_an_edge_ends_at(redis_client) -> None:
+    from citybrain.config import RoutingConfig
+    from citybrain.intersections import Intersection, IntersectionStore
+    from citybrain.routing.service import RoutingService
+    from citybrain.signal_plans import PlanSpec, SignalConfig, SignalPlanStore
+    from tests.test_api_center import INTERSECTION
+    from tests.test_api_signals import SIGNALS
+
+    net = resolve_asset("sumo/resco/ingolstadt1/ingolstadt1.net.xml")
+    graph = from_sumo(net)
+    edge = next(e for e in range(graph.n_edges) if graph.successors[e])
+    route = [graph.edge_ids[edge], graph.edge_ids[graph.successors[edge][0]]]
+    cfg = RoutingConfig.model_validate({
+        "graph": str(net), "refresh_s": 10,
+        # the signal's links 0 and 1 start on these lanes
+        "edge_lanes": {route[0]: ["rsu-x/cam0/S1", "rsu-x/cam0/S2"]},
+    })  # fmt: skip
+    service = RoutingService(cfg, redis_client)
+    service.refresh(now_s=1e9)
+    free = service.router.evaluate(route, 0.0).travel_time_s
+    IntersectionStore(redis_client).put(Intersection.model_validate({**INTERSECTION, "id": "x"}))
+    store = SignalPlanStore(redis_client)
+    store.put_config("x", SignalConfig.model_validate(SIGNALS), "test")
+    # An operator's plan: 30 s for the links from this edge, 20 s for the left turn, and
+    # 3 s yellow + 2 s all-red after each: a 60 s cycle with these links green half of it.
+    store.override("x", PlanSpec.model_validate(
+        {"stages": [{"phase": 0, "green_s": 30}, {"phase": 1, "green_s": 20}]}),
+        "op", "test")  # fmt: skip
+    service.refresh(now_s=2e9)
+    assert service.source == "signal plans (1 edges)"
+    waited = service.router.evaluate(route, 0.0).travel_time_s
+    assert waited - free == pytest.approx(60 * (1 - 30 / 60) ** 2 / 2)  # Webster, 7.5 s
+    # The edge's own time grows, so even a route ending on it pays the wait.
+    assert service.router.evaluate(route[:1], 0.0).travel_time_s > graph.free_flow_s()[edge]

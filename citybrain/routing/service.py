@@ -6,7 +6,10 @@ Every ``refresh_s``, for the RSU lanes mapped to each edge (``routing.edge_lanes
   turns flow into travel time; edges nobody watches keep free-flow times;
 - their live state (the latest lane intervals) gives the wait at the edge's end by Little's
   law, the queue divided by the flow through it (``live_delay_s``), added to every turn
-  out of the edge.
+  out of the edge;
+- where there is no live wait, the signal the edge ends at (a signal configuration whose
+  links start on the edge's lanes) adds Webster's uniform delay for the green share its
+  active plan gives those links (``plan_shares``).
 
 The landmarks are re-bounded on the new times (``Router.update``).
 """
@@ -26,7 +29,7 @@ from citybrain.forecast.online import stored_forecasts
 from citybrain.lane_state import LaneState, rsu_lane_states
 from citybrain.routing.graph import GraphError, RoadGraph, from_geojson, from_sumo
 from citybrain.routing.router import Router
-from citybrain.routing.travel_times import TravelTimes
+from citybrain.routing.travel_times import SignalShare, TravelTimes
 from citybrain.state import TrafficState
 
 SATURATION_HEADWAY_S = 2.0  # a queue with no flow measured yet: one headway per road user
@@ -62,6 +65,32 @@ def load_graph(path: str) -> RoadGraph:
             raise GraphError(f"{p}: not JSON: {exc}") from None
         return from_geojson(data.get("features", []) if isinstance(data, dict) else data)
     raise GraphError(f"{p}: expected a SUMO .net.xml or a .geojson file")
+
+
+def plan_shares(client: redis.Redis, lane_edge: dict[str, str]) -> dict[str, SignalShare]:
+    """Edge -> the cycle and mean green of the signal links leaving its lanes, from each
+    configured intersection's active plan."""
+    from citybrain.intersections import IntersectionStore
+    from citybrain.signal_plans import SignalPlanStore
+
+    store = SignalPlanStore(client)
+    greens: dict[str, list[SignalShare]] = {}
+    for iid in IntersectionStore(client).ids():
+        config, record = store.config(iid), store.record(iid)
+        if config is None or record is None:
+            continue
+        inter, rules = config.intersection(iid), config.safety_rules()
+        plan = record.active.to_plan(iid)
+        cycle = plan.cycle_s(inter, rules)
+        green = plan.green_s_by_link(inter, rules)
+        for link in inter.links:
+            edge = lane_edge.get(link.from_lane)
+            if edge is not None and not link.pedestrian:
+                greens.setdefault(edge, []).append(SignalShare(cycle, green[link.index]))
+    return {
+        edge: SignalShare(shares[0].cycle_s, sum(s.green_s for s in shares) / len(shares))
+        for edge, shares in greens.items()
+    }
 
 
 class RoutingService:
@@ -104,8 +133,14 @@ class RoutingService:
                         for b in range(self.cfg.bins)
                     ]
             start = now // bin_s * bin_s
-            times = TravelTimes.estimate(self.graph, start, bin_s, self.cfg.bins, flows_vph=flows)
             live = self._live_delays()
+            lane_edge = {lane: e for e, ls in self.cfg.edge_lanes.items() for lane in ls}
+            signals = {
+                e: share for e, share in plan_shares(self.client, lane_edge).items()
+                if e not in live  # a measured wait already holds the signal's
+            }  # fmt: skip
+            times = TravelTimes.estimate(self.graph, start, bin_s, self.cfg.bins,
+                                         flows_vph=flows, signals=signals)  # fmt: skip
             if live:
                 g = self.graph
                 times = times.with_turn_delays({
@@ -114,6 +149,8 @@ class RoutingService:
                 })  # fmt: skip
             self.router.update(times)
             parts = [f"forecasts ({len(flows)} of {self.graph.n_edges} edges)"] if flows else []
+            if signals:
+                parts.append(f"signal plans ({len(signals)} edges)")
             if live:
                 parts.append(f"live queues ({len(live)} edges)")
             self.source = " + ".join(parts) or "free_flow"

@@ -37,6 +37,17 @@ class FixedPlan:
     def cycle_s(self, intersection: SignalIntersection, rules: SafetyRules) -> float:
         return sum(e[1] for e in self.states(intersection, rules))
 
+    def green_s_by_link(
+        self, intersection: SignalIntersection, rules: SafetyRules
+    ) -> dict[int, float]:
+        """Seconds of each cycle that each link shows green (``G`` or ``g``)."""
+        green = dict.fromkeys(range(intersection.n_links), 0.0)
+        for state, seconds, _ in self.states(intersection, rules):
+            for i, c in enumerate(state):
+                if c in "Gg":
+                    green[i] += seconds
+        return green
+
     def stage_at(
         self, t: float, intersection: SignalIntersection, rules: SafetyRules
     ) -> tuple[int, float]:
