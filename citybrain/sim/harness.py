@@ -140,7 +140,8 @@ class HarnessOptions:
     aggregate_s: float = 60.0  # lane_aggregates interval
     step_s: float = 1.0  # simulation step; 0.1 makes the twin's cameras send at 10 Hz
     # Route this share of the cars at departure (the same cars in every run), by
-    # "citybrain" (our router on what the cameras see) or "sumo" (SUMO's own routing).
+    # "citybrain" (our router on what the cameras see), "sumo" (SUMO's own routing) or
+    # "none" (they keep the scenario's routes: the reference).
     reroute_share: float = 0.0
     reroute_by: str = "citybrain"
     reroute_period_s: float = 0.0  # > 0: both also reroute en route, at most this often
