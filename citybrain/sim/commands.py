@@ -118,6 +118,7 @@ def _twin(args: argparse.Namespace) -> int:
             rerouted=result.rerouted,
             reroutes_changed=result.reroutes_changed,
             reroutes_en_route=result.reroutes_en_route,
+            reroutes_failed=result.reroutes_failed,
             rerouted_completed=result.rerouted_completed,
             trip_time_rerouted_s=round(result.trip_time_rerouted, 2),
         )

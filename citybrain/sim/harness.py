@@ -178,8 +178,29 @@ def make_planner(
     raise ValueError(f"no planner for controller {controller!r}")
 
 
-def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
-    delays, trips, waits = [], [], []
+@dataclass(frozen=True)
+class TripMetrics:
+    delay: float
+    trip_time: float
+    waiting_time: float
+    vehicles: int
+    completed: int
+    delay_series: list[float]
+    # the ``tracked`` vehicles scheduled to leave within the run: their mean time from
+    # scheduled departure to arrival, unfinished (or never started) trips counted until
+    # the end, as RESCO's delay does; how many; how many arrived
+    tracked_trip_time: float = float("nan")
+    tracked: int = 0
+    tracked_arrived: int = 0
+
+
+def _tripinfo_metrics(
+    path: Path, end: float, begin: float, bin_s: float, tracked: set[str] | frozenset = frozenset()
+) -> TripMetrics:
+    """RESCO's metrics from SUMO's tripinfo, and the ``tracked`` vehicles' trip times, in
+    one pass over the file."""
+    delays, trips, waits, tracked_times = [], [], [], []
+    tracked_arrived = 0
     series: dict[int, list[float]] = {}
     for _, el in ET.iterparse(path):
         if el.tag != "tripinfo":
@@ -187,7 +208,12 @@ def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
         depart_delay = float(el.get("departDelay", 0) or 0)
         time_loss = float(el.get("timeLoss", 0) or 0)
         arrival = float(el.get("arrival", -1) or -1)
-        if el.get("depart") in (None, "-1", "-1.00"):
+        started = el.get("depart") not in (None, "-1", "-1.00")
+        duration = float(el.get("duration", 0) or 0) if started else 0.0
+        if el.get("id") in tracked and depart_delay >= 0:  # < 0: scheduled after the end
+            tracked_times.append(depart_delay + max(duration, 0.0))
+            tracked_arrived += arrival >= 0
+        if not started:
             # Never inserted: SUMO reports the time since its scheduled departure as its
             # departure delay, which is what RESCO counts.
             delays.append(depart_delay)
@@ -197,7 +223,7 @@ def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
         delays.append(delay)
         waits.append(float(el.get("waitingTime", 0) or 0))
         if arrival >= 0:
-            trips.append(float(el.get("duration", 0) or 0))
+            trips.append(duration)
             series.setdefault(int((arrival - begin) // bin_s), []).append(delay)
         el.clear()
     n_bins = max(1, math.ceil((end - begin) / bin_s))
@@ -205,28 +231,10 @@ def _tripinfo_metrics(path: Path, end: float, begin: float, bin_s: float):
         (sum(series[b]) / len(series[b])) if series.get(b) else float("nan") for b in range(n_bins)
     ]
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return mean(delays), mean(trips), mean(waits), len(delays), len(trips), curve
-
-
-def _trip_times_of(path: Path, vehicles: set[str]) -> tuple[float, int, int]:
-    """Over ``vehicles`` scheduled to leave within the run: the mean time from scheduled
-    departure to arrival, counting trips unfinished (or never started) at the end until
-    the end, as RESCO's delay does; how many vehicles; how many arrived."""
-    times, arrived = [], 0
-    for _, el in ET.iterparse(path):
-        if el.tag != "tripinfo" or el.get("id") not in vehicles:
-            el.clear()
-            continue
-        depart_delay = float(el.get("departDelay", 0) or 0)
-        if depart_delay < 0:  # scheduled after the end
-            el.clear()
-            continue
-        started = el.get("depart") not in (None, "-1", "-1.00")
-        duration = float(el.get("duration", 0) or 0) if started else 0.0
-        times.append(depart_delay + max(duration, 0.0))
-        arrived += float(el.get("arrival", -1) or -1) >= 0
-        el.clear()
-    return (sum(times) / len(times) if times else float("nan")), len(times), arrived
+    return TripMetrics(
+        mean(delays), mean(trips), mean(waits), len(delays), len(trips), curve,
+        mean(tracked_times), len(tracked_times), tracked_arrived,
+    )  # fmt: skip
 
 
 def run(
@@ -394,23 +402,20 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         if options.check_safety:
             for ctl in controllers.values():
                 check_schedule(ctl.intersection, ctl.rules, ctl.head.recent_schedule())
-        delay, trip, wait, n, done, curve = _tripinfo_metrics(
-            tripinfo, scenario.end, scenario.begin, options.series_bin_s
-        )
-        rerouted_trip, rerouted_n, rerouted_done = (
-            _trip_times_of(tripinfo, set(rerouter.original)) if rerouter
-            else (float("nan"), 0, 0)
+        metrics = _tripinfo_metrics(
+            tripinfo, scenario.end, scenario.begin, options.series_bin_s,
+            set(rerouter.original) if rerouter is not None else frozenset(),
         )  # fmt: skip
     return RunResult(
         scenario=scenario.name,
         controller=controller,
         seed=seed,
-        delay=delay,
-        trip_time=trip,
-        waiting_time=wait,
+        delay=metrics.delay,
+        trip_time=metrics.trip_time,
+        waiting_time=metrics.waiting_time,
         queue=queue_sum / max(steps, 1) / max(len(inters), 1),
-        vehicles=n,
-        completed=done,
+        vehicles=metrics.vehicles,
+        completed=metrics.completed,
         wall_s=wall,
         fallback_steps=fallback_steps,
         clearance_holds=sum(ctl.head.clearance_holds for ctl in controllers.values()),
@@ -419,11 +424,11 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         bus_sync_waits=twin.sync_waits if twin is not None else 0,
         bus_undrained=twin.undrained if twin is not None else 0,
         clearance=options.clearance,
-        delay_series=curve,
-        rerouted=rerouted_n,
+        delay_series=metrics.delay_series,
+        rerouted=metrics.tracked,
         reroutes_changed=rerouter.changed if rerouter is not None else 0,
         reroutes_en_route=rerouter.en_route_changes if rerouter is not None else 0,
         reroutes_failed=rerouter.failed if rerouter is not None else 0,
-        rerouted_completed=rerouted_done,
-        trip_time_rerouted=rerouted_trip,
+        rerouted_completed=metrics.tracked_arrived,
+        trip_time_rerouted=metrics.tracked_trip_time,
     )

@@ -79,6 +79,9 @@ class Rerouter:
             if m[0] in known and m[1] in known
         }  # fmt: skip
         self.router = Router(graph, self.free, landmarks=8)
+        self._yield_movements = [
+            (graph.edge_ids[e], graph.edge_ids[f]) for e, f in graph.yield_turns
+        ]
         lanes = {lane for ls in self.lanes_of.values() for lane in ls}
         self.delays = MeasuredDelays(tau_s, {lane: lane_length_m[lane] for lane in lanes},
                                      {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
@@ -128,8 +131,7 @@ class Rerouter:
 
     def _update_times(self) -> None:
         delays = self.delays.movement_delays(self.lanes_of)
-        for e, f in self.graph.yield_turns:
-            m = (self.graph.edge_ids[e], self.graph.edge_ids[f])
+        for m in self._yield_movements:
             delays[m] = delays.get(m, 0.0) + UNSEEN_YIELD_S
         self.router.update(self.free.with_turn_delays(delays))
 

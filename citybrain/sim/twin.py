@@ -128,7 +128,7 @@ class TwinBus:
         for cam in self.rsus.cameras:
             by_tls[cam.intersection].append(cam)
         frames = self.state.latest_frames((cam.rsu_id, "cam0") for cam in self.rsus.cameras)
-        out = {}
+        seen: dict[str, tuple[dict[str, list], float]] = {}  # tls -> (lane figures, newest)
         on_lane: dict[int, str] = {}
         near_line: dict[int, str] = {}
         for tls, cams in by_tls.items():
@@ -163,7 +163,7 @@ class TwinBus:
                         a[3].append(dist / speed)
             if newest == -math.inf:
                 continue  # nothing arrived yet: the controller will say "no observation"
-            out[tls] = lanes, newest
+            seen[tls] = lanes, newest
         departures = self._departures(sim_s, on_lane, near_line)
         return {
             tls: IntersectionObservation(tls, newest, self.range_m, {
@@ -173,7 +173,7 @@ class TwinBus:
                                       departures=departures.get(lane, 0))
                 for lane, a in lanes.items()
             }, {})
-            for tls, (lanes, newest) in out.items()
+            for tls, (lanes, newest) in seen.items()
         }  # fmt: skip
 
     def _departures(
