@@ -1,10 +1,13 @@
 """Applying a batch of validated messages to the traffic state, exactly once.
 
-One Lua script per partition batch does, atomically for every message: mark its identity in a
-de-dup bitmap (``SETBIT`` returns the old bit, so a redelivered message is recognised and
-skipped), add its binned counts (``HINCRBY``), and keep the newest frame/health/lane state per
-camera.  Because the marks and the counts change together, a worker killed between applying a
-batch and acking it can have the batch redelivered without anything being counted twice.
+One Lua script call per partition batch, atomic.  It first looks up every message's identity
+in the de-dup bitmaps; if any was applied before (a redelivery), it changes nothing and names
+them, and the caller applies the rest again without them.  Otherwise it marks every message
+and writes the batch: its binned counts summed over the batch (one ``HINCRBY`` per counter,
+not per message and counter), the newest frame/lane/health state per camera, and the
+registry's last-seen times.  Because the marks and the counts change together, a worker
+killed between applying a batch and acking it can have the batch redelivered without
+anything being counted twice.
 """
 
 from __future__ import annotations
@@ -18,48 +21,55 @@ import redis
 
 from citybrain import keys
 from citybrain.config import StateConfig
-from common.schemas import FrameObjects, LaneAggregates, RsuHealth
+from common.frame_codec import FrameView, IngestMessage
+from common.schemas import FrameObjects, LaneAggregates
 
 APPLY_SCRIPT = """
 local counts_ttl = ARGV[1]
 local seen_ttl = ARGV[2]
 local now_ms = ARGV[3]
-local ops = cjson.decode(ARGV[4])
-local applied, duplicates = 0, 0
-for _, op in ipairs(ops) do
-  -- op = {seen_key, bit, counts_key or 0, {field, n, ...}, state_key, slot, ts, body_argv,
-  --       registry_key, registry_field}
-  local seen = KEYS[op[1]]
-  if redis.call('SETBIT', seen, op[2], 1) == 1 then
-    duplicates = duplicates + 1
-  else
-    applied = applied + 1
-    redis.call('EXPIRE', seen, seen_ttl)
-    if op[3] > 0 then
-      local counts = KEYS[op[3]]
-      local incr = op[4]
-      for i = 1, #incr, 2 do
-        redis.call('HINCRBY', counts, incr[i], incr[i + 1])
-      end
-      redis.call('EXPIRE', counts, counts_ttl)
-    end
-    -- op[8] == 0: a newer message of the same camera and slot in this batch writes the state
-    if op[8] > 0 then
-      local state = KEYS[op[5]]
-      local slot = op[6]
-      local current = redis.call('HGET', state, slot .. '_ts')
-      if (not current) or tonumber(current) < tonumber(op[7]) then
-        redis.call('HSET', state, slot .. '_ts', op[7], slot, ARGV[op[8]],
-                   slot .. '_ingested_ms', now_ms)
-      end
-    end
-    redis.call('HSET', KEYS[op[9]], op[10], now_ms)
+local plan = cjson.decode(ARGV[4])
+-- plan.seen: {key, bit, key, bit, ...}, one pair per message (indexes into KEYS)
+local seen = plan.seen
+local duplicates = {}
+for i = 1, #seen, 2 do
+  if redis.call('GETBIT', KEYS[seen[i]], seen[i + 1]) == 1 then
+    duplicates[#duplicates + 1] = (i + 1) / 2 - 1  -- 0-based message index
   end
 end
-return {applied, duplicates}
+if #duplicates > 0 then
+  return {0, duplicates}
+end
+for i = 1, #seen, 2 do
+  redis.call('SETBIT', KEYS[seen[i]], seen[i + 1], 1)
+end
+for _, key in ipairs(plan.seen_keys) do
+  redis.call('EXPIRE', KEYS[key], seen_ttl)
+end
+-- plan.counts: {{key, field, n, field, n, ...}, ...}
+for _, incr in ipairs(plan.counts) do
+  local counts = KEYS[incr[1]]
+  for i = 2, #incr, 2 do
+    redis.call('HINCRBY', counts, incr[i], incr[i + 1])
+  end
+  redis.call('EXPIRE', counts, counts_ttl)
+end
+-- plan.states: {{key, slot, ts, body ARGV index}, ...}, the newest per camera and slot
+for _, s in ipairs(plan.states) do
+  local state, slot, ts = KEYS[s[1]], s[2], s[3]
+  local current = redis.call('HGET', state, slot .. '_ts')
+  if (not current) or tonumber(current) < tonumber(ts) then
+    redis.call('HSET', state, slot .. '_ts', ts, slot, ARGV[s[4]], slot .. '_ingested_ms', now_ms)
+  end
+end
+-- plan.registry: {{key, field}, ...}
+for _, r in ipairs(plan.registry) do
+  redis.call('HSET', KEYS[r[1]], r[2], now_ms)
+end
+return {#seen / 2, {}}
 """
 
-AnyMessage = FrameObjects | LaneAggregates | RsuHealth
+_FIXED_ARGS = 4  # ARGV[1..4] before the state bodies
 
 
 @dataclass
@@ -68,40 +78,19 @@ class ApplyResult:
     duplicates: int = 0
 
 
-class _Batch:
-    """Builds the script's KEYS/ARGV for one partition, indexing each key once."""
+class _KeyIndex:
+    """The script's KEYS, each named once (Lua indexes from 1)."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self._key_index: dict[str, int] = {}
-        self.bodies: list[bytes] = []
-        self.ops: list[list[object]] = []
+        self._index: dict[str, int] = {}
 
-    def key(self, name: str) -> int:
-        index = self._key_index.get(name)
+    def __call__(self, name: str) -> int:
+        index = self._index.get(name)
         if index is None:
             self.keys.append(name)
-            index = self._key_index[name] = len(self.keys)  # Lua is 1-based
+            index = self._index[name] = len(self.keys)
         return index
-
-    def body(self, payload: bytes) -> int:
-        self.bodies.append(payload)
-        return 4 + len(self.bodies)  # ARGV[1..4] are fixed
-
-
-def frame_increments(msg: FrameObjects, bin_ms: int) -> tuple[int, Counter[str]]:
-    bin_start = msg.captured_at_ms // bin_ms * bin_ms
-    # Count (lane, class) pairs first, then build each field once: a frame has tens of
-    # objects but only a handful of distinct pairs.
-    # (The class is a str enum: it joins into the field as its value, without .value.)
-    pairs = Counter([(obj.lane_id, obj.category) for obj in msg.objects])
-    incr: Counter[str] = Counter()
-    incr[keys.counts_field(bin_start, msg.camera_id, "*", "frames", "-")] = 1
-    for (lane, cls), n in pairs.items():
-        incr[keys.counts_field(bin_start, msg.camera_id, "*", "obs", cls)] += n
-        if lane:
-            incr[keys.counts_field(bin_start, msg.camera_id, lane, "obs", cls)] += n
-    return bin_start, incr
 
 
 def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]]:
@@ -123,12 +112,35 @@ def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]
     return bin_start, incr
 
 
-def _state_time(msg: AnyMessage) -> int:
-    if isinstance(msg, FrameObjects):
-        return msg.captured_at_ms
-    if isinstance(msg, LaneAggregates):
-        return msg.interval_start_ms
-    return msg.sent_at_ms
+class _FrameCounts:
+    """Observations of one camera in one bin, summed over a batch's frames: (lane, class)
+    pairs are counted first, and each counter's field is built once per batch."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.pairs: Counter[tuple[str | None, str]] = Counter()
+
+    def add(self, msg: FrameView | FrameObjects) -> None:
+        self.frames += 1
+        self.pairs.update([(obj.lane_id, obj.category) for obj in msg.objects])
+
+    def fields(self, bin_start: int, camera_id: str) -> Counter[str]:
+        incr: Counter[str] = Counter()
+        incr[keys.counts_field(bin_start, camera_id, "*", "frames", "-")] = self.frames
+        # (The class is a str enum: it joins into the field as its value.)
+        for (lane, cls), n in self.pairs.items():
+            incr[keys.counts_field(bin_start, camera_id, "*", "obs", cls)] += n
+            if lane:
+                incr[keys.counts_field(bin_start, camera_id, lane, "obs", cls)] += n
+        return incr
+
+
+def _state_slot(msg: IngestMessage) -> tuple[str, int]:
+    if msg.kind == "frame":
+        return "frame", msg.captured_at_ms  # type: ignore[union-attr]
+    if msg.kind == "lane_aggregates":
+        return "lanes", msg.interval_start_ms  # type: ignore[union-attr]
+    return "health", msg.sent_at_ms  # type: ignore[union-attr]
 
 
 class StateWriter:
@@ -138,61 +150,102 @@ class StateWriter:
         self.bin_ms = config.bin_s * 1000
         self._script = client.register_script(APPLY_SCRIPT)
 
-    def _op(self, batch: _Batch, tag: str, msg: AnyMessage, payload: bytes, newest: bool) -> None:
-        seen = batch.key(
-            keys.seen_key(tag, msg.kind, msg.rsu_id, msg.camera_id, msg.run_id, msg.seq)
-        )
-        counts_index, flat = 0, []
-        if isinstance(msg, FrameObjects):
-            bin_start, incr = frame_increments(msg, self.bin_ms)
-            slot, ts = "frame", msg.captured_at_ms
-        elif isinstance(msg, LaneAggregates):
-            bin_start, incr = lane_increments(msg, self.bin_ms)
-            slot, ts = "lanes", msg.interval_start_ms
-        else:
-            bin_start, incr = 0, Counter()
-            slot, ts = "health", msg.sent_at_ms
-        if incr:
-            counts_index = batch.key(keys.counts_key(tag, msg.rsu_id, bin_start // keys.HOUR_MS))
-            for field, n in incr.items():
-                flat += [field, n]
-        batch.ops.append(
-            [
-                seen,
-                keys.seen_offset(msg.seq),
-                counts_index,
-                flat,
-                batch.key(keys.state_key(tag, msg.rsu_id, msg.camera_id)),
-                slot,
-                str(ts),
-                batch.body(payload) if newest else 0,
-                batch.key(keys.registry_key(tag)),
-                f"{msg.rsu_id}{keys.FIELD_SEP}{msg.camera_id}",
-            ]
-        )
+    def apply(self, tag: str, messages: list[tuple[IngestMessage, bytes]]) -> ApplyResult:
+        """Apply one partition's messages (``tag`` is its hash tag) exactly once."""
+        result = ApplyResult()
+        pending = self._first_of_each(tag, messages, result)
+        while pending:
+            keys_, args = self._plan(tag, pending)
+            ok, duplicates = self._script(keys=keys_, args=args)
+            if int(ok):
+                result.applied += len(pending)
+                break
+            # Some were applied before (a redelivery): nothing was written; without them.
+            drop = {int(i) for i in duplicates}
+            result.duplicates += len(drop)
+            pending = [m for i, m in enumerate(pending) if i not in drop]
+        return result
 
-    def apply(self, tag: str, messages: list[tuple[AnyMessage, bytes]]) -> ApplyResult:
-        """Apply one partition's messages (``tag`` is its hash tag) in one atomic script call."""
-        if not messages:
-            return ApplyResult()
-        batch = _Batch()
-        # Only the newest message per camera and slot can become the state: send only its
-        # body (a frame is kilobytes; a batch holds many frames of each camera).
-        newest: dict[tuple[str, str, str], tuple[int, int]] = {}
-        for i, (msg, _) in enumerate(messages):
-            key = (msg.rsu_id, msg.camera_id, msg.kind)
-            stamp = _state_time(msg)
-            if key not in newest or stamp >= newest[key][0]:
-                newest[key] = (stamp, i)
-        winners = {i for _, i in newest.values()}
-        for i, (msg, payload) in enumerate(messages):
-            self._op(batch, tag, msg, payload, i in winners)
+    @staticmethod
+    def _first_of_each(
+        tag: str, messages: list[tuple[IngestMessage, bytes]], result: ApplyResult
+    ) -> list[tuple[IngestMessage, bytes, str, int]]:
+        """Each message once, with its de-dup bitmap key and bit (a batch can hold the same
+        message twice: an RSU re-sends what it spooled)."""
+        out, identities = [], set()
+        for msg, payload in messages:
+            seen = keys.seen_key(tag, msg.kind, msg.rsu_id, msg.camera_id, msg.run_id, msg.seq)
+            bit = keys.seen_offset(msg.seq)
+            if (seen, bit) in identities:
+                result.duplicates += 1
+                continue
+            identities.add((seen, bit))
+            out.append((msg, payload, seen, bit))
+        return out
+
+    def _plan(
+        self, tag: str, messages: list[tuple[IngestMessage, bytes, str, int]]
+    ) -> tuple[list[str], list[object]]:
+        key = _KeyIndex()
+        seen: list[int] = []
+        seen_keys: set[int] = set()
+        frame_counts: dict[tuple[str, str, int], _FrameCounts] = {}
+        counts: dict[str, Counter[str]] = {}
+        newest: dict[tuple[str, str, str], tuple[int, bytes]] = {}
+        registry: set[str] = set()
+        for msg, payload, seen_name, bit in messages:
+            index = key(seen_name)
+            seen += [index, bit]
+            seen_keys.add(index)
+            if msg.kind == "frame":
+                bin_start = msg.captured_at_ms // self.bin_ms * self.bin_ms  # type: ignore[union-attr]
+                group = (msg.rsu_id, msg.camera_id, bin_start)
+                frame = frame_counts.get(group)
+                if frame is None:
+                    frame = frame_counts[group] = _FrameCounts()
+                frame.add(msg)  # type: ignore[arg-type]
+            elif isinstance(msg, LaneAggregates):
+                bin_start, incr = lane_increments(msg, self.bin_ms)
+                counts_name = keys.counts_key(tag, msg.rsu_id, bin_start // keys.HOUR_MS)
+                counts.setdefault(counts_name, Counter()).update(incr)
+            # Only the newest message per camera and slot can become the state: send only
+            # its body (a frame is kilobytes; a batch holds many frames of each camera).
+            slot, ts = _state_slot(msg)
+            state = (msg.rsu_id, msg.camera_id, slot)
+            if state not in newest or ts >= newest[state][0]:
+                newest[state] = (ts, payload)
+            registry.add(f"{msg.rsu_id}{keys.FIELD_SEP}{msg.camera_id}")
+        for (rsu_id, camera_id, bin_start), frame in frame_counts.items():
+            counts_name = keys.counts_key(tag, rsu_id, bin_start // keys.HOUR_MS)
+            counts.setdefault(counts_name, Counter()).update(frame.fields(bin_start, camera_id))
+        bodies: list[bytes] = []
+        states = []
+        for (rsu_id, camera_id, slot), (ts, payload) in newest.items():
+            bodies.append(payload)
+            states.append(
+                [
+                    key(keys.state_key(tag, rsu_id, camera_id)),
+                    slot,
+                    str(ts),
+                    _FIXED_ARGS + len(bodies),
+                ]
+            )
+        registry_index = key(keys.registry_key(tag))
+        plan = {
+            "seen": seen,
+            "seen_keys": sorted(seen_keys),
+            "counts": [
+                [key(name), *[x for field_n in incr.items() for x in field_n]]
+                for name, incr in counts.items()
+            ],
+            "states": states,
+            "registry": [[registry_index, field] for field in sorted(registry)],
+        }
         args: list[object] = [
             self.config.counts_retention_s,
             self.config.dedup_ttl_s,
             int(time.time() * 1000),
-            orjson.dumps(batch.ops),
-            *batch.bodies,
+            orjson.dumps(plan),
+            *bodies,
         ]
-        applied, duplicates = self._script(keys=batch.keys, args=args)
-        return ApplyResult(int(applied), int(duplicates))
+        return key.keys, args

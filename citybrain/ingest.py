@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from citybrain.apply import AnyMessage, StateWriter
+from citybrain.apply import StateWriter
 from citybrain.config import CitybrainConfig
 from citybrain.history import HistoryError, HistoryStore, open_history, rows_of
 from common.bus import (
@@ -29,7 +29,8 @@ from common.bus import (
     parse_stream,
     partition_tag,
 )
-from common.schemas import MessageError, decode_message
+from common.frame_codec import IngestMessage, decode_for_ingest
+from common.schemas import MessageError
 
 log = logging.getLogger("citybrain.ingest")
 
@@ -88,7 +89,7 @@ class IngestWorker:
         deliveries = self.consumer.read()
         if not deliveries:
             return 0
-        by_partition: dict[int, list[tuple[AnyMessage, bytes]]] = {}
+        by_partition: dict[int, list[tuple[IngestMessage, bytes]]] = {}
         valid: list[Delivery] = []
         limit = self.config.ingest.max_message_bytes
         for delivery in deliveries:
@@ -101,7 +102,7 @@ class IngestWorker:
                 self._dead_letter(delivery, partition, reason)
                 continue
             try:
-                message = decode_message(delivery.payload)
+                message = decode_for_ingest(delivery.payload)
             except MessageError as exc:
                 self._dead_letter(delivery, partition, str(exc))
                 continue

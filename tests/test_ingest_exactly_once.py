@@ -252,3 +252,37 @@ def test_bad_entries_are_dead_lettered_with_their_reason_not_lost(
     assert reasons[2].startswith(f"message of {len(huge)} bytes exceeds")
     assert TrafficState(redis_client, config).ingest_lag() == {"unread": 0, "pending": 0}
     assert TrafficState(redis_client, config).cameras("rsu-a") == {}
+
+
+def test_a_batch_partly_applied_before_counts_only_its_new_messages(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from citybrain.apply import StateWriter
+    from citybrain.keys import rsu_tag
+    from common.frame_codec import decode_for_ingest
+    from common.schemas import encode_message
+
+    config, _ = config_for(redis_url, tmp_path)
+    writer = StateWriter(redis_client, config.state)
+    frames = make_frames("rsu-f", 16, seed=5)
+    tag = rsu_tag("rsu-f", config.bus.partitions)
+
+    def batch(selected: list[FrameObjects]) -> list[tuple[object, bytes]]:
+        return [(decode_for_ingest(p), p) for p in (encode_message(f) for f in selected)]
+
+    first = writer.apply(tag, batch(frames[:10]))  # type: ignore[arg-type]
+    assert (first.applied, first.duplicates) == (10, 0)
+    # 5..9 again, 10..15 new, and 12 twice within the batch (a re-sent spool)
+    second = writer.apply(tag, batch([*frames[5:16], frames[12]]))  # type: ignore[arg-type]
+    assert (second.applied, second.duplicates) == (6, 6)
+    again = writer.apply(tag, batch(frames))  # type: ignore[arg-type]
+    assert (again.applied, again.duplicates) == (0, 16)
+
+    state = TrafficState(redis_client, config)
+    obs: Counter[str] = Counter()
+    bins = state.counts("rsu-f", T0 - 3_600_000, T0 + 7_200_000, 3600, lane_id="*")
+    for b in bins:
+        obs.update(b.observations)
+    assert sum(b.frames for b in bins) == 16
+    assert obs == Counter(o.category.value for f in frames for o in f.objects)
+    assert state.camera_states("rsu-f")["cam0"]["frame"]["seq"] == 15

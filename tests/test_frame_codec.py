@@ -1,0 +1,204 @@
+"""The ingest's fast frame decoder against the pydantic models it mirrors.
+
+The rule: what the fast decoder accepts, pydantic accepts too, and reads the same.  (It may
+reject more: those messages go on to pydantic, so nothing valid is lost.)  Each field of a
+frame, at every level, is given boundary and wrong values, left out, and doubled; unknown
+fields are added; and hypothesis puts arbitrary JSON at arbitrary places.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.frame_codec import _FRAME_DECODER, FrameView, decode_for_ingest
+from common.schemas import FrameObjects, LaneAggregates, MessageError, decode_message
+
+RAW = "\x00raw:"  # a string value replaced by raw JSON text after encoding
+
+
+def valid_frame() -> dict[str, object]:
+    obj = {
+        "track_id": 3,
+        "category": "car",
+        "confidence": 0.91,
+        "bbox": [10.0, 20.0, 110.0, 80.0],
+        "ground": {"x": -3.5, "y": 42.0},
+        "geo": {"lat": 39.9, "lon": 116.4},
+        "speed_mps": 8.25,
+        "heading_deg": 359.9,
+        "lane_id": "S_in_1",
+    }
+    return {
+        "v": 1, "rsu_id": "rsu-1", "camera_id": "cam0", "run_id": "1700000000000", "seq": 7,
+        "kind": "frame", "captured_at_ms": 1_700_000_000_123,
+        "published_at_ms": 1_700_000_000_140, "pipeline_ms": 12.5, "image_width": 960,
+        "image_height": 540, "objects": [obj, {"category": "person", "confidence": 0.4,
+                                               "bbox": [1, 2, 3, 4]}],
+    }  # fmt: skip
+
+
+def encode(data: object) -> bytes:
+    text = orjson.dumps(data)
+    # raw tokens: "\u0000raw:NaN" -> NaN
+    while (start := text.find(b'"\\u0000raw:')) >= 0:
+        end = text.index(b'"', start + 1)
+        text = text[:start] + text[start + len('"\\u0000raw:') : end] + text[end + 1 :]
+    return text
+
+
+VALUES: list[object] = [
+    None, True, False, 0, -1, 1, 2, 0.0, -0.0, 0.5, 1.0, 1.5, 59, 64, 89.99, 90, 90.5, 180,
+    180.5, 359.999, 360, 360.0, -90.5, -180.5, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1,
+    -(2**63), f"{RAW}18446744073709551616", f"{RAW}1e400", f"{RAW}-1e400", f"{RAW}NaN",
+    f"{RAW}Infinity", f"{RAW}1E2",
+    f"{RAW}100000000000000000000000", "1", "0.5", "", "car", "bus", "Car", "frame", "lanes",
+    "a", "a\n", "a b", "é", "a" * 64, "a" * 65, "rsu-1", "x.y_z-9", [], {}, [1, 2, 3],
+    [1, 2, 3, 4], [1, 2, 3, 4, 5], ["1", 2, 3, 4], [1.5, None, 3, 4], {"x": 1, "y": 2},
+    {"x": 1}, {"x": 1, "y": 2, "z": 3}, {"lat": 1, "lon": 2},
+]  # fmt: skip
+
+
+def paths(data: object, prefix: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
+    """Every place in the frame a value sits: dict keys and list positions, recursively."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield (*prefix, key)
+            yield from paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield (*prefix, index)
+            yield from paths(value, (*prefix, index))
+
+
+def replaced(data: object, path: tuple[object, ...], value: object) -> object:
+    out = copy.deepcopy(data)
+    node = out
+    for step in path[:-1]:
+        node = node[step]  # type: ignore[index]
+    node[path[-1]] = value  # type: ignore[index]
+    return out
+
+
+def removed(data: object, path: tuple[object, ...]) -> object:
+    out = copy.deepcopy(data)
+    node = out
+    for step in path[:-1]:
+        node = node[step]  # type: ignore[index]
+    del node[path[-1]]  # type: ignore[arg-type]
+    return out
+
+
+def pydantic_reads(payload: bytes) -> dict[str, object] | None:
+    try:
+        message = decode_message(payload)
+    except MessageError:
+        return None
+    if not isinstance(message, FrameObjects):
+        return None
+    return json.loads(json.dumps(message.model_dump(mode="json")))  # ints beyond 64 bits too
+
+
+def fast_reads(payload: bytes) -> dict[str, object] | None:
+    try:
+        return orjson.loads(msgspec.json.encode(_FRAME_DECODER.decode(payload)))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def assert_never_laxer(payload: bytes) -> None:
+    fast = fast_reads(payload)
+    if fast is None:
+        return
+    slow = pydantic_reads(payload)
+    assert slow is not None, f"fast decoder accepts what pydantic rejects: {payload[:300]!r}"
+    assert fast == slow
+
+
+def test_a_valid_frame_reads_the_same_both_ways() -> None:
+    payload = encode(valid_frame())
+    assert fast_reads(payload) is not None
+    assert_never_laxer(payload)
+    view = decode_for_ingest(payload)
+    assert isinstance(view, FrameView)
+    assert view.objects[0].category == "car" and view.objects[0].ground.y == 42.0  # type: ignore[union-attr]
+
+
+def test_every_field_with_boundary_and_wrong_values() -> None:
+    frame = valid_frame()
+    checked = accepted = 0
+    for path in list(paths(frame)):
+        for value in VALUES:
+            payload = encode(replaced(frame, path, value))
+            assert_never_laxer(payload)
+            checked += 1
+            accepted += fast_reads(payload) is not None
+        assert_never_laxer(encode(removed(frame, path)))
+        if isinstance(path[-1], str):
+            # the same key twice: JSON readers disagree on which wins
+            text = encode(replaced(frame, path, f"{RAW}__DUP__"))
+            for value in (None, -1, "a\n", 2**63):
+                twice = text.replace(
+                    b"__DUP__",
+                    encode(value) + b',"' + str(path[-1]).encode() + b'":' + encode(value),
+                )
+                assert_never_laxer(twice)
+    # the mutations must reach both sides of the line, or the test proves nothing
+    assert checked > 2000 and 100 < accepted < checked // 2
+
+
+def test_unknown_fields_at_every_level_are_rejected_by_both() -> None:
+    frame = valid_frame()
+    for target in ((), ("objects", 0), ("objects", 0, "ground"), ("objects", 0, "geo")):
+        data = copy.deepcopy(frame)
+        node = data
+        for step in target:
+            node = node[step]  # type: ignore[index]
+        node["extra"] = 1  # type: ignore[index]
+        payload = encode(data)
+        assert fast_reads(payload) is None and pydantic_reads(payload) is None
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=70),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+FRAME_PATHS = list(paths(valid_frame()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(FRAME_PATHS), json_values)
+def test_arbitrary_json_anywhere(path: tuple[object, ...], value: object) -> None:
+    assert_never_laxer(encode(replaced(valid_frame(), path, value)))
+
+
+def test_what_the_fast_decoder_rejects_goes_to_pydantic() -> None:
+    frame = valid_frame()
+    lax = encode(replaced(frame, ("seq",), "8"))  # a number as a string: pydantic takes it
+    assert fast_reads(lax) is None
+    message = decode_for_ingest(lax)
+    assert isinstance(message, FrameObjects) and message.seq == 8
+    with pytest.raises(MessageError, match="confidence"):
+        decode_for_ingest(encode(replaced(frame, ("objects", 0, "confidence"), 1.5)))
+    with pytest.raises(MessageError, match="not JSON"):
+        decode_for_ingest(b'{"v":1,')
+    lanes = {
+        "v": 1, "kind": "lane_aggregates", "rsu_id": "rsu-1", "camera_id": "cam0",
+        "run_id": "r", "seq": 0, "interval_start_ms": 0, "interval_s": 60.0,
+        "observed_s": 60.0, "lanes": [{"lane_id": "S_in_1", "counts": {"car": 3}}],
+    }  # fmt: skip
+    assert isinstance(decode_for_ingest(encode(lanes)), LaneAggregates)
