@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 
 import orjson
 import redis
@@ -29,22 +30,39 @@ local counts_ttl = ARGV[1]
 local seen_ttl = ARGV[2]
 local now_ms = ARGV[3]
 local plan = cjson.decode(ARGV[4])
--- plan.seen: {key, bit, key, bit, ...}, one pair per message (indexes into KEYS)
-local seen = plan.seen
+-- plan.seen: {{key, {bit, ...}, {message index, ...}}, ...}, one entry per de-dup bitmap;
+-- BITFIELD reads and writes many bits in one command (in chunks: Lua's unpack is bounded).
+local CHUNK = 500
+local function bitfield(key, op, bits, first, last)
+  local args = {}
+  for i = first, last do
+    args[#args + 1] = op
+    args[#args + 1] = 'u1'
+    args[#args + 1] = bits[i]
+    if op == 'SET' then args[#args + 1] = 1 end
+  end
+  return redis.call('BITFIELD', key, unpack(args))
+end
 local duplicates = {}
-for i = 1, #seen, 2 do
-  if redis.call('GETBIT', KEYS[seen[i]], seen[i + 1]) == 1 then
-    duplicates[#duplicates + 1] = (i + 1) / 2 - 1  -- 0-based message index
+for _, s in ipairs(plan.seen) do
+  local bits, messages = s[2], s[3]
+  for first = 1, #bits, CHUNK do
+    local last = math.min(first + CHUNK - 1, #bits)
+    local old = bitfield(KEYS[s[1]], 'GET', bits, first, last)
+    for i = 1, #old do
+      if old[i] == 1 then duplicates[#duplicates + 1] = messages[first + i - 1] end
+    end
   end
 end
 if #duplicates > 0 then
   return {0, duplicates}
 end
-for i = 1, #seen, 2 do
-  redis.call('SETBIT', KEYS[seen[i]], seen[i + 1], 1)
-end
-for _, key in ipairs(plan.seen_keys) do
-  redis.call('EXPIRE', KEYS[key], seen_ttl)
+for _, s in ipairs(plan.seen) do
+  local key, bits = KEYS[s[1]], s[2]
+  for first = 1, #bits, CHUNK do
+    bitfield(key, 'SET', bits, first, math.min(first + CHUNK - 1, #bits))
+  end
+  redis.call('EXPIRE', key, seen_ttl)
 end
 -- plan.counts: {{key, field, n, field, n, ...}, ...}
 for _, incr in ipairs(plan.counts) do
@@ -66,7 +84,7 @@ end
 for _, r in ipairs(plan.registry) do
   redis.call('HSET', KEYS[r[1]], r[2], now_ms)
 end
-return {#seen / 2, {}}
+return {1, {}}
 """
 
 _FIXED_ARGS = 4  # ARGV[1..4] before the state bodies
@@ -122,17 +140,39 @@ class _FrameCounts:
 
     def add(self, msg: FrameView | FrameObjects) -> None:
         self.frames += 1
-        self.pairs.update([(obj.lane_id, obj.category) for obj in msg.objects])
+        self.pairs.update(map(_LANE_AND_CLASS, msg.objects))
 
-    def fields(self, bin_start: int, camera_id: str) -> Counter[str]:
+    def fields(self, bin_start: int, camera_id: str, names: _FieldNames) -> Counter[str]:
         incr: Counter[str] = Counter()
-        incr[keys.counts_field(bin_start, camera_id, "*", "frames", "-")] = self.frames
-        # (The class is a str enum: it joins into the field as its value.)
+        incr[names(bin_start, camera_id, "*", "frames", "-")] = self.frames
         for (lane, cls), n in self.pairs.items():
-            incr[keys.counts_field(bin_start, camera_id, "*", "obs", cls)] += n
+            incr[names(bin_start, camera_id, "*", "obs", cls)] += n
             if lane:
-                incr[keys.counts_field(bin_start, camera_id, lane, "obs", cls)] += n
+                incr[names(bin_start, camera_id, lane, "obs", cls)] += n
         return incr
+
+
+_LANE_AND_CLASS = attrgetter("lane_id", "category")
+
+
+class _FieldNames:
+    """Counter field names, built once and reused: a camera's frames name the same few
+    counters batch after batch, until the bin changes."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[int, str, str, str, str], str] = {}
+
+    def __call__(self, bin_start: int, camera_id: str, lane: str, metric: str, cls: str) -> str:
+        parts = (bin_start, camera_id, lane, metric, cls)
+        name = self._names.get(parts)
+        if name is None:
+            if len(self._names) >= self.LIMIT:
+                self._names.clear()
+            # (The class is a str enum: it joins into the field as its value.)
+            name = self._names[parts] = keys.counts_field(*parts)
+        return name
 
 
 def _state_slot(msg: IngestMessage) -> tuple[str, int]:
@@ -143,33 +183,61 @@ def _state_slot(msg: IngestMessage) -> tuple[str, int]:
     return "health", msg.sent_at_ms  # type: ignore[union-attr]
 
 
+# A message, its payload, its de-dup bitmap key and its bit there.
+_Identified = tuple[IngestMessage, bytes, str, int]
+
+
 class StateWriter:
     def __init__(self, client: redis.Redis, config: StateConfig) -> None:
         self.client = client
         self.config = config
         self.bin_ms = config.bin_s * 1000
         self._script = client.register_script(APPLY_SCRIPT)
+        self._field_names = _FieldNames()
 
     def apply(self, tag: str, messages: list[tuple[IngestMessage, bytes]]) -> ApplyResult:
         """Apply one partition's messages (``tag`` is its hash tag) exactly once."""
+        return self.apply_partitions({tag: messages})
+
+    def apply_partitions(
+        self, batches: dict[str, list[tuple[IngestMessage, bytes]]]
+    ) -> ApplyResult:
+        """Apply each partition's messages exactly once, one script call per partition, all
+        in one round trip (a round trip costs as much as applying tens of messages)."""
         result = ApplyResult()
-        pending = self._first_of_each(tag, messages, result)
+        pending = {tag: self._first_of_each(tag, batch, result) for tag, batch in batches.items()}
+        pending = {tag: batch for tag, batch in pending.items() if batch}
         while pending:
-            keys_, args = self._plan(tag, pending)
-            ok, duplicates = self._script(keys=keys_, args=args)
-            if int(ok):
-                result.applied += len(pending)
-                break
-            # Some were applied before (a redelivery): nothing was written; without them.
-            drop = {int(i) for i in duplicates}
-            result.duplicates += len(drop)
-            pending = [m for i, m in enumerate(pending) if i not in drop]
+            replies = self._run(pending)
+            retry = {}
+            for (tag, batch), (ok, duplicates) in zip(pending.items(), replies, strict=True):
+                if int(ok):
+                    result.applied += len(batch)
+                    continue
+                # Some were applied before (a redelivery): nothing of this partition's batch
+                # was written; apply it again without them.
+                drop = {int(i) for i in duplicates}
+                result.duplicates += len(drop)
+                rest = [m for i, m in enumerate(batch) if i not in drop]
+                if rest:
+                    retry[tag] = rest
+            pending = retry
         return result
+
+    def _run(self, pending: dict[str, list[_Identified]]) -> list[list[object]]:
+        if isinstance(self.client, redis.RedisCluster):
+            # redis-py's cluster pipelines refuse scripts: one call per partition.
+            return [self._script(*self._plan(tag, batch)) for tag, batch in pending.items()]
+        pipe = self.client.pipeline(transaction=False)
+        for tag, batch in pending.items():
+            keys_, args = self._plan(tag, batch)
+            self._script(keys=keys_, args=args, client=pipe)
+        return pipe.execute()
 
     @staticmethod
     def _first_of_each(
         tag: str, messages: list[tuple[IngestMessage, bytes]], result: ApplyResult
-    ) -> list[tuple[IngestMessage, bytes, str, int]]:
+    ) -> list[_Identified]:
         """Each message once, with its de-dup bitmap key and bit (a batch can hold the same
         message twice: an RSU re-sends what it spooled)."""
         out, identities = [], set()
@@ -183,20 +251,17 @@ class StateWriter:
             out.append((msg, payload, seen, bit))
         return out
 
-    def _plan(
-        self, tag: str, messages: list[tuple[IngestMessage, bytes, str, int]]
-    ) -> tuple[list[str], list[object]]:
+    def _plan(self, tag: str, messages: list[_Identified]) -> tuple[list[str], list[object]]:
         key = _KeyIndex()
-        seen: list[int] = []
-        seen_keys: set[int] = set()
+        seen: dict[str, tuple[list[int], list[int]]] = {}
         frame_counts: dict[tuple[str, str, int], _FrameCounts] = {}
         counts: dict[str, Counter[str]] = {}
         newest: dict[tuple[str, str, str], tuple[int, bytes]] = {}
         registry: set[str] = set()
-        for msg, payload, seen_name, bit in messages:
-            index = key(seen_name)
-            seen += [index, bit]
-            seen_keys.add(index)
+        for position, (msg, payload, seen_name, bit) in enumerate(messages):
+            bits, positions = seen.get(seen_name) or seen.setdefault(seen_name, ([], []))
+            bits.append(bit)
+            positions.append(position)
             if msg.kind == "frame":
                 bin_start = msg.captured_at_ms // self.bin_ms * self.bin_ms  # type: ignore[union-attr]
                 group = (msg.rsu_id, msg.camera_id, bin_start)
@@ -217,7 +282,8 @@ class StateWriter:
             registry.add(f"{msg.rsu_id}{keys.FIELD_SEP}{msg.camera_id}")
         for (rsu_id, camera_id, bin_start), frame in frame_counts.items():
             counts_name = keys.counts_key(tag, rsu_id, bin_start // keys.HOUR_MS)
-            counts.setdefault(counts_name, Counter()).update(frame.fields(bin_start, camera_id))
+            incr = frame.fields(bin_start, camera_id, self._field_names)
+            counts.setdefault(counts_name, Counter()).update(incr)
         bodies: list[bytes] = []
         states = []
         for (rsu_id, camera_id, slot), (ts, payload) in newest.items():
@@ -232,8 +298,7 @@ class StateWriter:
             )
         registry_index = key(keys.registry_key(tag))
         plan = {
-            "seen": seen,
-            "seen_keys": sorted(seen_keys),
+            "seen": [[key(name), bits, positions] for name, (bits, positions) in seen.items()],
             "counts": [
                 [key(name), *[x for field_n in incr.items() for x in field_n]]
                 for name, incr in counts.items()

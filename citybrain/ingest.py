@@ -113,14 +113,18 @@ class IngestWorker:
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
             valid.append(delivery)
-        for partition, messages in by_partition.items():
-            result = self.writer.apply(partition_tag(partition), messages)
-            applied_at = int(time.time() * 1000)
-            self.publish_to_state_ms.extend(
-                applied_at - m.published_at_ms for m, _ in messages if m.kind == "frame"
-            )
-            self.stats.applied += result.applied
-            self.stats.duplicates += result.duplicates
+        result = self.writer.apply_partitions(
+            {partition_tag(p): messages for p, messages in by_partition.items()}
+        )
+        applied_at = int(time.time() * 1000)
+        self.publish_to_state_ms.extend(
+            applied_at - m.published_at_ms
+            for messages in by_partition.values()
+            for m, _ in messages
+            if m.kind == "frame"
+        )
+        self.stats.applied += result.applied
+        self.stats.duplicates += result.duplicates
         if self.history is not None:
             # Idempotent by each interval's identity, so a redelivered batch adds nothing.
             rows = rows_of(m for batch in by_partition.values() for m, _ in batch)
