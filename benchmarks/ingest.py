@@ -143,17 +143,60 @@ def ingest_drain(url: str, partitions: int, batch: int, history: str, expected: 
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    """--worker mode: one ingest process; writes its latency samples on SIGTERM."""
-    from citybrain.ingest import IngestWorker, install_signal_handlers
+    """--worker mode: one ingest process; writes its latency samples on SIGTERM.  With
+    --drain-go FILE: waits for FILE, drains the backlog, and writes when it drained."""
+    from citybrain.ingest import IngestWorker, install_signal_handlers, tune_gc
 
     config = ingest_config(args.url, args.partitions, args.batch, args.history)
     worker = IngestWorker(config)  # type: ignore[arg-type]
+    if args.drain_go:
+        worker.consumer.ensure_groups()
+        tune_gc()
+        go = Path(args.drain_go)
+        while not go.exists():
+            time.sleep(0.001)
+        last_work, idle_since = time.time(), None
+        while idle_since is None or time.time() - idle_since < 0.3:
+            if worker.step():
+                last_work, idle_since = time.time(), None
+            elif idle_since is None:
+                idle_since = time.time()
+        Path(args.out).write_bytes(
+            orjson.dumps({"delivered": worker.stats.delivered, "last_work": last_work})
+        )
+        return 0
     install_signal_handlers(worker)
     worker.run()
     Path(args.out).write_bytes(
         orjson.dumps({"latency": list(worker.publish_to_state_ms), "stats": worker.stats.__dict__})
     )
     return 0
+
+
+def workers_drain(
+    url: str, partitions: int, batch: int, history: str, workers: int, tmp: Path
+) -> float:
+    """``workers`` ingest processes drain the backlog together. Returns msgs/s, from the
+    start signal to the last entry applied."""
+    go = tmp / "go"
+    go.unlink(missing_ok=True)
+    procs = []
+    for w in range(workers):
+        out = tmp / f"drain-{w}.json"
+        out.unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--worker", "--url", url, "--history", history,
+                   "--partitions", str(partitions), "--batch", str(batch),
+                   "--out", str(out), "--drain-go", str(go)]  # fmt: skip
+        procs.append((subprocess.Popen(command, cwd=ROOT), out))
+    time.sleep(3.0)  # all up, groups created, waiting
+    start = time.time()
+    go.touch()
+    done = []
+    for proc, out in procs:
+        proc.wait(timeout=300)
+        done.append(orjson.loads(out.read_bytes()))
+    delivered = sum(d["delivered"] for d in done)
+    return delivered / (max(d["last_work"] for d in done) - start)
 
 
 def run_publisher(args: argparse.Namespace) -> int:
@@ -278,6 +321,7 @@ def main() -> int:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--history", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--drain-go", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return run_worker(args)
@@ -295,7 +339,7 @@ def main() -> int:
         client = redis.Redis.from_url(url)
         # 1. throughput, alternating raw / ingest
         per_rsu = max(1, args.drain_messages // 50)
-        raw_rates, ingest_rates = [], []
+        raw_rates, ingest_rates, all_rates = [], [], []
         for round_no in range(args.rounds):
             client.flushall()
             sent = fill(client, f"raw{round_no}", 50, per_rsu, args.partitions)
@@ -305,7 +349,14 @@ def main() -> int:
             ingest_rates.append(
                 ingest_drain(url, args.partitions, args.batch, history, expected=sent)
             )
+            if args.workers > 1:
+                client.flushall()
+                fill(client, f"all{round_no}", 50, per_rsu, args.partitions)
+                all_rates.append(
+                    workers_drain(url, args.partitions, args.batch, history, args.workers, tmp)
+                )
         raw, ingest = statistics.median(raw_rates), statistics.median(ingest_rates)
+        all_workers = statistics.median(all_rates) if all_rates else ingest
 
         # 2. latency at the offered load
         client.flushall()
@@ -360,6 +411,8 @@ def main() -> int:
         "raw_ceiling_msgs_per_s": round(raw, 1),
         "ratio_to_raw": round(ingest / raw, 3),
         "ratio_by_round": [round(i / r, 3) for i, r in zip(ingest_rates, raw_rates, strict=True)],
+        "ingest_msgs_per_s_all_workers": round(all_workers, 1),
+        "ratio_to_raw_all_workers": round(all_workers / raw, 3),
         "publish_to_state_p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "publish_to_state_p99_ms": round(float(np.percentile(latencies, 99)), 1),
         "sent": sent,
@@ -373,6 +426,8 @@ def main() -> int:
     figures["machine"] = machine_info()
     print(f"raw ceiling       {raw:>10.0f} msg/s   (rounds {[round(r) for r in raw_rates]})")
     print(f"ingest, 1 worker  {ingest:>10.0f} msg/s   (rounds {[round(i) for i in ingest_rates]})")
+    print(f"ingest, {args.workers} workers {all_workers:>9.0f} msg/s   "
+          f"(rounds {[round(i) for i in all_rates]})")  # fmt: skip
     print(f"offered           {figures['offered_msgs_per_s']:>10.0f} msg/s   "
           f"publish->state p50 {figures['publish_to_state_p50_ms']} ms, "
           f"p99 {figures['publish_to_state_p99_ms']} ms")  # fmt: skip
