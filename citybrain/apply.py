@@ -22,7 +22,7 @@ import redis
 
 from citybrain import keys
 from citybrain.config import StateConfig
-from common.frame_codec import FrameView, IngestMessage
+from common.frame_codec import BusMessage, FrameView
 from common.schemas import FrameObjects, LaneAggregates
 
 APPLY_SCRIPT = """
@@ -175,7 +175,7 @@ class _FieldNames:
         return name
 
 
-def _state_slot(msg: IngestMessage) -> tuple[str, int]:
+def _state_slot(msg: BusMessage) -> tuple[str, int]:
     if msg.kind == "frame":
         return "frame", msg.captured_at_ms  # type: ignore[union-attr]
     if msg.kind == "lane_aggregates":
@@ -184,7 +184,7 @@ def _state_slot(msg: IngestMessage) -> tuple[str, int]:
 
 
 # A message, its payload, its de-dup bitmap key and its bit there.
-_Identified = tuple[IngestMessage, bytes, str, int]
+_Identified = tuple[BusMessage, bytes, str, int]
 
 
 class StateWriter:
@@ -195,13 +195,11 @@ class StateWriter:
         self._script = client.register_script(APPLY_SCRIPT)
         self._field_names = _FieldNames()
 
-    def apply(self, tag: str, messages: list[tuple[IngestMessage, bytes]]) -> ApplyResult:
+    def apply(self, tag: str, messages: list[tuple[BusMessage, bytes]]) -> ApplyResult:
         """Apply one partition's messages (``tag`` is its hash tag) exactly once."""
         return self.apply_partitions({tag: messages})
 
-    def apply_partitions(
-        self, batches: dict[str, list[tuple[IngestMessage, bytes]]]
-    ) -> ApplyResult:
+    def apply_partitions(self, batches: dict[str, list[tuple[BusMessage, bytes]]]) -> ApplyResult:
         """Apply each partition's messages exactly once, one script call per partition, all
         in one round trip (a round trip costs as much as applying tens of messages)."""
         result = ApplyResult()
@@ -236,7 +234,7 @@ class StateWriter:
 
     @staticmethod
     def _first_of_each(
-        tag: str, messages: list[tuple[IngestMessage, bytes]], result: ApplyResult
+        tag: str, messages: list[tuple[BusMessage, bytes]], result: ApplyResult
     ) -> list[_Identified]:
         """Each message once, with its de-dup bitmap key and bit (a batch can hold the same
         message twice: an RSU re-sends what it spooled)."""

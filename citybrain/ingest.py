@@ -29,7 +29,7 @@ from common.bus import (
     parse_stream,
     partition_tag,
 )
-from common.frame_codec import IngestMessage, decode_for_ingest
+from common.frame_codec import BusMessage, decode_for_ingest
 from common.schemas import MessageError
 
 log = logging.getLogger("citybrain.ingest")
@@ -89,7 +89,7 @@ class IngestWorker:
         deliveries = self.consumer.read()
         if not deliveries:
             return 0
-        by_partition: dict[int, list[tuple[IngestMessage, bytes]]] = {}
+        by_partition: dict[int, list[tuple[BusMessage, bytes]]] = {}
         valid: list[Delivery] = []
         limit = self.config.ingest.max_message_bytes
         for delivery in deliveries:

@@ -1,4 +1,7 @@
-"""A fast decoder for the message that arrives 30 times a second per camera: the frame.
+"""A fast codec for the message sent 30 times a second per camera: the frame.
+
+The RSU builds its frames as these structs and encodes them with msgspec (:func:`encode`):
+an order of magnitude cheaper per frame than building and dumping the pydantic models.
 
 pydantic validates a frame of 30 road users in 90-200 µs on this project's machines; msgspec
 checks the same bytes against the same constraints in about 20.  The ingest worker decodes
@@ -25,6 +28,7 @@ from common.schemas import (
     RoadUserClass,
     RsuHealth,
     decode_message,
+    encode_message,
 )
 
 # ``\Z``, not ``$``: msgspec matches with Python's re, whose ``$`` also matches before a
@@ -37,7 +41,14 @@ _EpochMs = _Count
 _NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
+class _Strict(
+    msgspec.Struct,
+    forbid_unknown_fields=True,
+    frozen=True,
+    kw_only=True,
+    gc=False,  # no cycles possible; keeps the collector off tens of thousands of objects
+    omit_defaults=True,  # unset optionals are left out on the wire, as encode_message does
+):
     pass
 
 
@@ -85,12 +96,13 @@ class FrameView(_Strict):
 
 assert SCHEMA_VERSION == 1, "FrameView mirrors schema v1; update it with the models"
 
-IngestMessage = FrameView | FrameObjects | LaneAggregates | RsuHealth
+BusMessage = FrameView | FrameObjects | LaneAggregates | RsuHealth
 
 _FRAME_DECODER = msgspec.json.Decoder(FrameView)
+_ENCODER = msgspec.json.Encoder()
 
 
-def decode_for_ingest(data: bytes) -> IngestMessage:
+def decode_for_ingest(data: bytes) -> BusMessage:
     """Validate ``data`` as :func:`decode_message` would, faster for frames.  Raises
     :class:`common.schemas.MessageError` with the same reasons."""
     try:
@@ -100,3 +112,10 @@ def decode_for_ingest(data: bytes) -> IngestMessage:
     # Other kinds, invalid frames, and frames valid only to pydantic's lax rules (a number
     # sent as a string): those come back as the pydantic model, with the same field names.
     return decode_message(data)
+
+
+def encode(message: BusMessage) -> bytes:
+    """Bytes for the bus: msgspec for the structs here, the pydantic encoder for the rest."""
+    if isinstance(message, FrameView):
+        return _ENCODER.encode(message)
+    return encode_message(message)

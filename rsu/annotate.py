@@ -11,8 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.frame_codec import FrameView
 from common.schemas import FrameObjects
 from rsu.scene import SceneConfig
+
+AnyFrame = FrameView | FrameObjects
 
 CLASS_COLOURS = {
     "car": (0, 200, 0), "truck": (0, 140, 255), "bus": (255, 120, 0),
@@ -38,7 +41,7 @@ class Annotator:
             raise AnnotationError(f"cannot write video {path}")
         self.frames = 0
 
-    def draw(self, image: np.ndarray, message: FrameObjects, line_totals: dict) -> None:
+    def draw(self, image: np.ndarray, message: AnyFrame, line_totals: dict) -> None:
         canvas = image.copy()
         for lane in self.scene.lanes:
             pts = np.round(np.asarray(lane.polygon)).astype(np.int32)
@@ -58,7 +61,7 @@ class Annotator:
         self.writer.write(canvas)
         self.frames += 1
 
-    def _panel(self, canvas: np.ndarray, message: FrameObjects, line_totals: dict) -> None:
+    def _panel(self, canvas: np.ndarray, message: AnyFrame, line_totals: dict) -> None:
         per_line: dict[str, dict[bool, int]] = defaultdict(lambda: {True: 0, False: 0})
         for (line_id, positive, _category), n in line_totals.items():
             per_line[line_id][positive] += n

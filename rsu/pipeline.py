@@ -11,13 +11,11 @@ from collections import deque
 
 import numpy as np
 
+from common.frame_codec import FrameView, GeoPositionView, GroundPositionView, PerceivedObjectView
 from common.schemas import (
-    FrameObjects,
-    GeoPosition,
-    GroundPosition,
+    SCHEMA_VERSION,
     LaneAggregates,
     LatencySummary,
-    PerceivedObject,
     RoadUserClass,
     RsuHealth,
 )
@@ -40,35 +38,54 @@ def _optional(values: np.ndarray | None, decimals: int, n: int) -> list[float | 
     """Rounded floats, None where unknown (NaN) or not measured at all."""
     if values is None:
         return [None] * n
-    rounded = np.round(values.astype(np.float64), decimals)
-    return [None if np.isnan(v) else float(v) for v in rounded]
+    rounded = np.round(values.astype(np.float64), decimals).tolist()
+    return [None if v != v else v for v in rounded]  # v != v: NaN
 
 
-def to_objects(detections: Detections) -> list[PerceivedObject]:
+def _points(values: np.ndarray | None, decimals: int) -> list[list[float] | None] | None:
+    """Rounded (N, 2) points, None for a point that is not finite (e.g. a foot above the
+    horizon): JSON has no NaN, and the center would reject the whole frame."""
+    if values is None:
+        return None
+    finite = np.isfinite(values).all(axis=1).tolist()
+    rounded = np.round(values.astype(np.float64), decimals).tolist()
+    return [point if ok else None for point, ok in zip(rounded, finite, strict=True)]
+
+
+_CLASSES = {c.value: c for c in RoadUserClass}
+
+
+def to_objects(detections: Detections) -> list[PerceivedObjectView]:
+    """The frame's road users as the message carries them (msgspec structs: building 30 of
+    them costs microseconds, where pydantic models cost a few hundred)."""
+    n = len(detections)
     boxes = np.round(detections.xyxy.astype(np.float64), 1).tolist()
     confidences = np.round(detections.confidence.astype(np.float64), 3).tolist()
-    ground = (
-        np.round(detections.ground_xy, 2).tolist() if detections.ground_xy is not None else None
-    )
-    tracks = detections.track_id.tolist() if detections.track_id is not None else None
-    lanes = detections.lane_id or [None] * len(detections)
-    geo = np.round(detections.geo, 7).tolist() if detections.geo is not None else None
-    speeds = _optional(detections.speed_mps, 2, len(detections))
-    headings = _optional(detections.heading_deg, 1, len(detections))
-    return [
-        PerceivedObject(
-            track_id=tracks[i] if tracks else None,
-            category=RoadUserClass(detections.class_name[i]),
-            confidence=confidences[i],
-            bbox=tuple(boxes[i]),
-            ground=GroundPosition(x=ground[i][0], y=ground[i][1]) if ground else None,
-            geo=GeoPosition(lat=geo[i][0], lon=geo[i][1]) if geo else None,
-            speed_mps=speeds[i],
-            heading_deg=headings[i] % 360.0 if headings[i] is not None else None,
-            lane_id=lanes[i],
+    ground = _points(detections.ground_xy, 2)
+    geo = _points(detections.geo, 7)
+    tracks = detections.track_id.tolist() if detections.track_id is not None else [None] * n
+    lanes = detections.lane_id or [None] * n
+    speeds = _optional(detections.speed_mps, 2, n)
+    headings = _optional(detections.heading_deg, 1, n)
+    objects = []
+    for i in range(n):
+        g = ground[i] if ground else None
+        geo_i = geo[i] if geo else None
+        heading = headings[i]
+        objects.append(
+            PerceivedObjectView(
+                track_id=tracks[i],
+                category=_CLASSES[detections.class_name[i]],
+                confidence=confidences[i],
+                bbox=tuple(boxes[i]),
+                ground=GroundPositionView(x=g[0], y=g[1]) if g else None,
+                geo=GeoPositionView(lat=geo_i[0], lon=geo_i[1]) if geo_i else None,
+                speed_mps=speeds[i],
+                heading_deg=heading % 360.0 if heading is not None else None,
+                lane_id=lanes[i],
+            )
         )
-        for i in range(len(detections))
-    ]
+    return objects
 
 
 class RsuPipeline:
@@ -97,7 +114,7 @@ class RsuPipeline:
         self._next_health = 0.0
         self._frame_times = deque[float](maxlen=120)  # wall times of recent frames, for fps
 
-    def process(self, frame: Frame, captured_at_ms: int, decode_ms: float = 0.0) -> FrameObjects:
+    def process(self, frame: Frame, captured_at_ms: int, decode_ms: float = 0.0) -> FrameView:
         timer = self.timer
         timer.record("decode", decode_ms)
         with timer.stage("preprocess"):
@@ -114,7 +131,9 @@ class RsuPipeline:
             height, width = frame.image.shape[:2]
             aggregates = self.analytics(detections, captured_at_ms, (width, height))
         with timer.stage("publish"):
-            message = FrameObjects(
+            message = FrameView(
+                v=SCHEMA_VERSION,
+                kind="frame",
                 rsu_id=self.config.rsu_id,
                 camera_id=self.config.camera_id,
                 run_id=self.run_id,
@@ -126,7 +145,7 @@ class RsuPipeline:
                 image_height=height,
                 objects=to_objects(detections),
             )
-            batch: list[FrameObjects | LaneAggregates | RsuHealth] = [message]
+            batch: list[FrameView | LaneAggregates | RsuHealth] = [message]
             if aggregates is not None:
                 batch.append(aggregates)
             wall = time.monotonic()

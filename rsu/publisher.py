@@ -15,7 +15,7 @@ import time
 import redis
 
 from common.bus import BusConfig, StreamProducer, connect, redact_url
-from common.schemas import FrameObjects, LaneAggregates, RsuHealth, encode_message
+from common.frame_codec import BusMessage, encode
 from rsu.spool import Spool
 
 log = logging.getLogger("rsu.publisher")
@@ -68,8 +68,8 @@ class BusPublisher:
     def spool_depth(self) -> int:
         return len(self.spool) if self.spool is not None else 0
 
-    def send(self, messages: list[FrameObjects | LaneAggregates | RsuHealth]) -> None:
-        payloads = [(m.rsu_id, encode_message(m)) for m in messages]
+    def send(self, messages: list[BusMessage]) -> None:
+        payloads = [(m.rsu_id, encode(m)) for m in messages]
         self.published += len(payloads)
         if self.spool is not None and (len(self.spool) or not self.connected):
             self.spool.push(payloads)  # keep order: older spooled messages go first

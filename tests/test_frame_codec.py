@@ -103,7 +103,8 @@ def pydantic_reads(payload: bytes) -> dict[str, object] | None:
         return None
     if not isinstance(message, FrameObjects):
         return None
-    return json.loads(json.dumps(message.model_dump(mode="json")))  # ints beyond 64 bits too
+    # (ints beyond 64 bits too; unset optionals left out, as both encoders write them)
+    return json.loads(json.dumps(message.model_dump(mode="json", exclude_none=True)))
 
 
 def fast_reads(payload: bytes) -> dict[str, object] | None:
@@ -202,3 +203,45 @@ def test_what_the_fast_decoder_rejects_goes_to_pydantic() -> None:
         "observed_s": 60.0, "lanes": [{"lane_id": "S_in_1", "counts": {"car": 3}}],
     }  # fmt: skip
     assert isinstance(decode_for_ingest(encode(lanes)), LaneAggregates)
+
+
+def test_frames_the_rsu_builds_are_valid_to_pydantic_and_read_back_the_same() -> None:
+    import numpy as np
+
+    from common.frame_codec import encode
+    from rsu.detections import Detections
+    from rsu.pipeline import to_objects
+
+    n = 5
+    detections = Detections(
+        xyxy=np.array([[10, 20, 70, 60]] * n, np.float32) + np.arange(n, dtype=np.float32)[:, None],
+        confidence=np.array([0.9, 0.5, 1.0, 0.25, 0.1], np.float32),
+        class_name=np.array(["car", "bus", "person", "truck", "bicycle"], object),
+        track_id=np.arange(n),
+        lane_id=["S_in_1", None, "S_in_2", None, "S_in_1"],
+        # a foot above the horizon projects to no finite point: it must not become NaN
+        ground_xy=np.array([[1.234, 5.678], [np.nan, np.nan], [np.inf, 1.0], [0, 0], [3, 4]]),
+        geo=np.array([[39.9, 116.4], [np.nan, np.nan], [np.nan, 116.4], [39.9, 116.4], [0, 0]]),
+        speed_mps=np.array([8.256, np.nan, 0.0, 1.0, 2.0]),
+        heading_deg=np.array([359.96, np.nan, 0.0, 180.0, 359.94]),
+    )
+    view = FrameView(
+        v=1, kind="frame", rsu_id="rsu-1", camera_id="cam0", run_id="r", seq=0,
+        captured_at_ms=1, published_at_ms=2, pipeline_ms=3.0, image_width=960,
+        image_height=540, objects=to_objects(detections),
+    )  # fmt: skip
+    payload = encode(view)
+    message = decode_message(payload)
+    assert isinstance(message, FrameObjects)
+    objects = message.objects
+    assert [o.category.value for o in objects] == ["car", "bus", "person", "truck", "bicycle"]
+    assert objects[0].ground is not None and (objects[0].ground.x, objects[0].ground.y) == (
+        1.23,
+        5.68,
+    )
+    assert [o.ground is None for o in objects] == [False, True, True, False, False]
+    assert [o.geo is None for o in objects] == [False, True, True, False, False]
+    assert [o.speed_mps for o in objects] == [8.26, None, 0.0, 1.0, 2.0]
+    assert [o.heading_deg for o in objects] == [0.0, None, 0.0, 180.0, 359.9]
+    assert objects[1].lane_id is None and "lane_id" not in orjson.loads(payload)["objects"][1]
+    assert fast_reads(payload) == pydantic_reads(payload)
