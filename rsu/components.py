@@ -7,6 +7,7 @@ from pathlib import Path
 from common.datadir import resolve_asset
 from rsu.config import RsuConfig
 from rsu.detector import Detector, build_detector
+from rsu.publish_thread import BackgroundPublisher
 from rsu.publisher import BusPublisher
 from rsu.spool import Spool, default_spool_path
 from rsu.tiling import TiledDetector
@@ -30,13 +31,15 @@ def spool_path_for(config: RsuConfig) -> Path:
     return Path(path).expanduser()
 
 
-def publisher_for(config: RsuConfig) -> BusPublisher:
-    """The bus publisher, spooling to disk while the bus is down."""
-    return BusPublisher(
-        config.bus,
-        Spool(spool_path_for(config), config.spool.max_messages),
-        retry_initial_s=config.spool.retry_initial_s,
-        retry_max_s=config.spool.retry_max_s,
+def publisher_for(config: RsuConfig) -> BackgroundPublisher:
+    """The bus publisher, in its own thread, spooling to disk while the bus is down."""
+    return BackgroundPublisher(
+        BusPublisher(
+            config.bus,
+            Spool(spool_path_for(config), config.spool.max_messages),
+            retry_initial_s=config.spool.retry_initial_s,
+            retry_max_s=config.spool.retry_max_s,
+        )
     )
 
 

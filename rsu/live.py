@@ -17,7 +17,7 @@ from rsu.components import detector_for, publisher_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.metrics import RsuMetrics
 from rsu.pipeline import RsuPipeline
-from rsu.publisher import BusPublisher
+from rsu.publish_thread import AnyPublisher
 from rsu.replay import load_scene
 from rsu.source import LiveSource
 
@@ -70,7 +70,7 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
 
 
 def _update_gauges(
-    metrics: RsuMetrics, pipeline: RsuPipeline, source: LiveSource, publisher: BusPublisher
+    metrics: RsuMetrics, pipeline: RsuPipeline, source: LiveSource, publisher: AnyPublisher
 ) -> None:
     metrics.fps.set(pipeline.fps())
     metrics.skipped.set(source.frames_skipped)

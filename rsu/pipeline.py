@@ -23,7 +23,7 @@ from rsu.analytics import SceneAnalytics
 from rsu.config import RsuConfig
 from rsu.detections import Detections
 from rsu.detector import Detector
-from rsu.publisher import BusPublisher
+from rsu.publish_thread import AnyPublisher
 from rsu.scene import SceneConfig
 from rsu.source import Frame, LiveSource, VideoFileSource
 from rsu.timing import StageTimer
@@ -93,7 +93,7 @@ class RsuPipeline:
         self,
         config: RsuConfig,
         detector: Detector,
-        publisher: BusPublisher,
+        publisher: AnyPublisher,
         scene: SceneConfig | None = None,
         run_id: str | None = None,
         tracker: ByteTracker | None = None,

@@ -117,6 +117,10 @@ class BusPublisher:
     def url(self) -> str:
         return redact_url(self.config.redis_url)
 
+    def retry_wait_s(self) -> float:
+        """Seconds until the next re-try of the bus is due (0 while it is reachable)."""
+        return 0.0 if self.connected else max(0.0, self._retry_at - time.monotonic())
+
     def _went_down(self, exc: Exception) -> None:
         if self.connected:
             if refused_credentials(exc):
