@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from common.datadir import resolve_asset
@@ -31,15 +32,19 @@ def spool_path_for(config: RsuConfig) -> Path:
     return Path(path).expanduser()
 
 
-def publisher_for(config: RsuConfig) -> BackgroundPublisher:
-    """The bus publisher, in its own thread, spooling to disk while the bus is down."""
+def publisher_for(
+    config: RsuConfig, on_ack: Callable[[float], None] | None = None
+) -> BackgroundPublisher:
+    """The bus publisher, in its own thread, spooling to disk while the bus is down.
+    ``on_ack`` sees each tick's hand-over -> acknowledged seconds."""
     return BackgroundPublisher(
         BusPublisher(
             config.bus,
             Spool(spool_path_for(config), config.spool.max_messages),
             retry_initial_s=config.spool.retry_initial_s,
             retry_max_s=config.spool.retry_max_s,
-        )
+        ),
+        on_ack=on_ack,
     )
 
 

@@ -17,7 +17,7 @@ from rsu.components import detector_for, publisher_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.metrics import RsuMetrics
 from rsu.pipeline import RsuPipeline
-from rsu.publish_thread import AnyPublisher
+from rsu.publish_thread import AnyPublisher, BackgroundPublisher
 from rsu.replay import load_scene
 from rsu.source import LiveSource
 
@@ -30,9 +30,9 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
         raise ConfigError("rsu run needs a `source` in the config (the camera to read)")
     scene = load_scene(config.scene) if config.scene else None
     detector = detector_for(config)
-    publisher = publisher_for(config)
-    log.info("model %s warmed up in %.0f ms", config.detector.model, detector.warmup())
     metrics = RsuMetrics()
+    publisher = publisher_for(config, on_ack=metrics.bus_ack.observe)
+    log.info("model %s warmed up in %.0f ms", config.detector.model, detector.warmup())
     port = metrics.serve(config.metrics)
     if port is not None:
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
@@ -80,3 +80,6 @@ def _update_gauges(
     metrics.bus_up.set(1 if publisher.connected else 0)
     metrics.bus_reconnects.set(publisher.reconnects)
     metrics.spool.set(publisher.spool_depth)
+    if isinstance(publisher, BackgroundPublisher):
+        metrics.bus_queued.set(publisher.queued)
+        metrics.bus_queue_waits.set(publisher.queue_waits)

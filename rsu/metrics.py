@@ -45,6 +45,19 @@ class RsuMetrics:
         self.bus_up = Gauge("rsu_bus_connected", "1 while the bus is reachable", registry=r)
         self.bus_reconnects = Gauge("rsu_bus_reconnects", "bus reconnections", registry=r)
         self.spool = Gauge("rsu_spool_depth", "messages waiting for the bus", registry=r)
+        self.bus_ack = Histogram(
+            "rsu_bus_ack_seconds",
+            "a tick's messages handed to the sender thread until the bus acknowledged them "
+            "(or the spool took them)",
+            buckets=_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.bus_queued = Gauge(
+            "rsu_bus_queued", "ticks handed to the sender thread, not yet sent", registry=r
+        )
+        self.bus_queue_waits = Gauge(
+            "rsu_bus_queue_waits", "ticks that waited because the sender's queue was full",
+            registry=r,
+        )  # fmt: skip
 
     def serve(self, config: MetricsConfig) -> int | None:
         """Start the HTTP endpoint; returns the port it listens on."""

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from common.frame_codec import BusMessage
 from rsu.publisher import BusPublisher
@@ -31,8 +32,16 @@ class BackgroundPublisher:
     """The :class:`BusPublisher` interface, with ``send`` returning at once.  Only the sender
     thread touches the inner publisher (its connection and spool) once this starts."""
 
-    def __init__(self, inner: BusPublisher, max_queued: int = 1024) -> None:
+    def __init__(
+        self,
+        inner: BusPublisher,
+        max_queued: int = 1024,
+        on_ack: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_ack``: called by the sender thread with each batch's hand-over ->
+        acknowledged time, in seconds (a Prometheus histogram's ``observe``)."""
         self.inner = inner
+        self.on_ack = on_ack
         self.published = 0  # messages handed over
         self.queue_waits = 0  # sends that found the queue full and waited
         # hand-over -> acknowledged by the bus (or taken by the spool), ms, per batch
@@ -84,6 +93,11 @@ class BackgroundPublisher:
             self.queue_waits += 1
             self._queue.put(item)
 
+    @property
+    def queued(self) -> int:
+        """Ticks handed over and not yet sent or spooled."""
+        return self._outstanding
+
     def drain(self) -> bool:
         """True when nothing is waiting; the sender thread retries spooled messages itself."""
         return self._outstanding == 0 and self.spool_depth == 0
@@ -132,7 +146,10 @@ class BackgroundPublisher:
             log.error("bus sender could not send or spool %d messages: %s", len(messages), exc)
             self._error = exc
         done = time.perf_counter()
-        self.ack_ms.extend((done - handed) * 1000.0 for handed, _ in batches)
+        for handed, _ in batches:
+            self.ack_ms.append((done - handed) * 1000.0)
+            if self.on_ack is not None:
+                self.on_ack(done - handed)
         with self._done:
             self._outstanding -= len(batches)
             self._done.notify_all()

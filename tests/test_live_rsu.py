@@ -81,6 +81,9 @@ health_interval_s: 0.5
         assert samples[("rsu_stage_latency_seconds_count", (("stage", "inference"),))] >= 10
         assert samples[("rsu_source_connected", ())] == 1.0
         assert samples[("rsu_frame_age_seconds_count", ())] >= 10
+        # every frame's messages went through the sender thread and were acknowledged
+        assert samples[("rsu_bus_ack_seconds_count", ())] >= 10
+        assert samples[("rsu_bus_queue_waits", ())] == 0
 
         camera.stop()  # the camera drops off the network
 
