@@ -95,7 +95,7 @@ def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -
     from rsu.config import RsuConfig
     from rsu.detector import DetectorConfig, build_detector
     from rsu.pipeline import RsuPipeline, now_ms
-    from rsu.publish_thread import BackgroundPublisher
+    from rsu.publish_thread import BackgroundPublisher, favour_camera_loop
     from rsu.publisher import BusPublisher
     from rsu.replay import load_scene
     from rsu.source import Frame
@@ -116,6 +116,7 @@ def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -
             bus={"redis_url": server.url},
         )
         detector = build_detector(config.detector, onnx, config.tracker.low_threshold)
+        favour_camera_loop().__enter__()  # as RSU processes do (this worker's whole life)
         publisher = BackgroundPublisher(BusPublisher(config.bus))  # as an RSU publishes
 
         def pipeline() -> RsuPipeline:

@@ -17,7 +17,7 @@ from rsu.components import detector_for, publisher_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.metrics import RsuMetrics
 from rsu.pipeline import RsuPipeline
-from rsu.publish_thread import AnyPublisher, BackgroundPublisher
+from rsu.publish_thread import AnyPublisher, BackgroundPublisher, favour_camera_loop
 from rsu.replay import load_scene
 from rsu.source import LiveSource
 
@@ -25,6 +25,7 @@ log = logging.getLogger("rsu.live")
 NOMINAL_FPS = 25.0  # until the camera says otherwise: sizes the tracker's lost buffer
 
 
+@favour_camera_loop()
 def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
     if config.source is None:
         raise ConfigError("rsu run needs a `source` in the config (the camera to read)")

@@ -19,6 +19,7 @@ from rsu.annotate import Annotator
 from rsu.components import detector_for, publisher_for, spool_path_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.pipeline import RsuPipeline, now_ms
+from rsu.publish_thread import favour_camera_loop
 from rsu.report import write_report
 from rsu.scene import SceneConfig
 from rsu.source import VideoFileSource
@@ -98,6 +99,7 @@ def replay_config(
     return validate_config(RsuConfig, data, source)
 
 
+@favour_camera_loop()
 def run_replay(
     scene_path: str | Path,
     *,
