@@ -36,13 +36,25 @@ _STD_POSITION = 1.0 / 20
 _STD_VELOCITY = 1.0 / 160
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)
-_H = np.eye(4, 8)
+_DIAG8 = (np.arange(8), np.arange(8))
+_DIAG4 = (np.arange(4), np.arange(4))
+# Noise standard deviations (ByteTrack's), as scale x box height + constant, per state
+# element (cx, cy, aspect, h and their velocities): one broadcast instead of eight arrays.
+_SP, _SV = _STD_POSITION, _STD_VELOCITY
+_INIT_SCALE = np.array([2 * _SP, 2 * _SP, 0, 2 * _SP, 10 * _SV, 10 * _SV, 0, 10 * _SV])
+_INIT_CONST = np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0])
+_PROCESS_SCALE = np.array([_SP, _SP, 0, _SP, _SV, _SV, 0, _SV])
+_PROCESS_CONST = np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0])
+_MEASURE_SCALE = np.array([_SP, _SP, 0, _SP])
+_MEASURE_CONST = np.array([0, 0, 1e-1, 0])
 
 
 def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
-    w = boxes[:, 2] - boxes[:, 0]
-    h = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
-    return np.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, w / h, h), 1)
+    out = np.empty((len(boxes), 4))
+    out[:, :2] = (boxes[:, :2] + boxes[:, 2:]) / 2
+    out[:, 3] = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
+    out[:, 2] = (boxes[:, 2] - boxes[:, 0]) / out[:, 3]
+    return out
 
 
 def xyah_to_xyxy(state: np.ndarray) -> np.ndarray:
@@ -93,15 +105,9 @@ class _Tracks:
     def add(self, ids: np.ndarray, boxes: np.ndarray, confirmed: bool) -> None:
         measurement = xyxy_to_xyah(boxes)
         mean = np.concatenate((measurement, np.zeros_like(measurement)), axis=1)
-        h = measurement[:, 3]
-        std = np.stack(
-            [2 * _STD_POSITION * h, 2 * _STD_POSITION * h, np.full_like(h, 1e-2),
-             2 * _STD_POSITION * h, 10 * _STD_VELOCITY * h, 10 * _STD_VELOCITY * h,
-             np.full_like(h, 1e-5), 10 * _STD_VELOCITY * h],
-            axis=1,
-        )  # fmt: skip
+        std = measurement[:, 3:4] * _INIT_SCALE + _INIT_CONST
         cov = np.zeros((len(ids), 8, 8))
-        cov[:, np.arange(8), np.arange(8)] = std**2
+        cov[:, _DIAG8[0], _DIAG8[1]] = std**2
         self.ids = np.concatenate((self.ids, ids))
         self.mean = np.concatenate((self.mean, mean))
         self.cov = np.concatenate((self.cov, cov))
@@ -111,33 +117,28 @@ class _Tracks:
     def predict(self) -> None:
         if not len(self):
             return
-        h = self.mean[:, 3]
-        std = np.stack(
-            [_STD_POSITION * h, _STD_POSITION * h, np.full_like(h, 1e-2), _STD_POSITION * h,
-             _STD_VELOCITY * h, _STD_VELOCITY * h, np.full_like(h, 1e-5), _STD_VELOCITY * h],
-            axis=1,
-        )  # fmt: skip
+        std = self.mean[:, 3:4] * _PROCESS_SCALE + _PROCESS_CONST
         # A lost track stops growing: freeze its height velocity, as ByteTrack does.
         self.mean[self.lost_since >= 0, 7] = 0
         self.mean = self.mean @ _F.T
         self.cov = _F @ self.cov @ _F.T
-        self.cov[:, np.arange(8), np.arange(8)] += std**2
+        self.cov[:, _DIAG8[0], _DIAG8[1]] += std**2
 
     def update(self, index: np.ndarray, boxes: np.ndarray) -> None:
         if not len(index):
             return
         z = xyxy_to_xyah(boxes)
         mean, cov = self.mean[index], self.cov[index]
-        h = mean[:, 3]
-        r = np.stack([_STD_POSITION * h, _STD_POSITION * h, np.full_like(h, 1e-1),
-                      _STD_POSITION * h], axis=1) ** 2  # fmt: skip
-        s = _H @ cov @ _H.T
-        s[:, np.arange(4), np.arange(4)] += r
-        pht = cov @ _H.T  # (M, 8, 4)
+        # The measurement is the first four state elements (H = [I 0]), so H P H' and P H'
+        # are slices of P.
+        s = cov[:, :4, :4].copy()
+        s[:, _DIAG4[0], _DIAG4[1]] += (mean[:, 3:4] * _MEASURE_SCALE + _MEASURE_CONST) ** 2
+        pht = cov[:, :, :4]  # (M, 8, 4)
         gain = np.linalg.solve(s, pht.transpose(0, 2, 1)).transpose(0, 2, 1)
         innovation = z - mean[:, :4]
         self.mean[index] = mean + np.einsum("mij,mj->mi", gain, innovation)
-        self.cov[index] = cov - gain @ s @ gain.transpose(0, 2, 1)
+        # P - K S K' = P - K (P H')'
+        self.cov[index] = cov - gain @ pht.transpose(0, 2, 1)
         self.lost_since[index] = -1
 
     def boxes(self) -> np.ndarray:
@@ -175,41 +176,40 @@ class ByteTracker:
         low = np.flatnonzero(~is_high & (scores >= cfg.low_threshold))
         det_track = np.full(len(detections), -1, np.int64)  # detection -> track index
         boxes = detections.xyxy.astype(np.float64)
-        predicted = tracks.boxes()
+        # IoU of every predicted track box with every detection, once; each association
+        # below takes its rows and columns.
+        iou_all = iou_matrix(tracks.boxes(), boxes)
+        matched = np.zeros(len(tracks), bool)
 
         # 1. High-score boxes against confirmed tracks, tracked or lost.
         pool = np.flatnonzero(tracks.confirmed)
-        iou = iou_matrix(predicted[pool], boxes[high])
+        iou = iou_all[np.ix_(pool, high)]
         cost = 1.0 - iou * scores[high][None, :]  # fuse the score, as ByteTrack does
         r, c = _assign(np.where(iou >= cfg.match_iou, cost, 1.0), 1.0)
         det_track[high[c]] = pool[r]
-        matched = set(pool[r].tolist())
+        matched[pool[r]] = True
 
         # 2. Low-score boxes against confirmed tracks still unmatched and not lost.
-        pool = np.array(
-            [t for t in np.flatnonzero(tracks.confirmed & (tracks.lost_since < 0))
-             if t not in matched], np.int64,
-        )  # fmt: skip
-        iou = iou_matrix(predicted[pool], boxes[low])
+        pool = np.flatnonzero(tracks.confirmed & (tracks.lost_since < 0) & ~matched)
+        iou = iou_all[np.ix_(pool, low)]
         r, c = _assign(1.0 - iou, 1.0 - cfg.low_match_iou)
         det_track[low[c]] = pool[r]
-        matched |= set(pool[r].tolist())
+        matched[pool[r]] = True
 
         # 3. Unconfirmed (one-frame) tracks against the remaining high-score boxes.
         free_high = high[det_track[high] < 0]
         pool = np.flatnonzero(~tracks.confirmed)
-        iou = iou_matrix(predicted[pool], boxes[free_high])
+        iou = iou_all[np.ix_(pool, free_high)]
         r, c = _assign(1.0 - iou, 1.0 - cfg.new_track_iou)
         det_track[free_high[c]] = pool[r]
         tracks.confirmed[pool[r]] = True
-        matched |= set(pool[r].tolist())
+        matched[pool[r]] = True
 
         matched_dets = np.flatnonzero(det_track >= 0)
         tracks.update(det_track[matched_dets], boxes[matched_dets])
 
         # Unmatched: confirmed tracks become lost; unconfirmed ones are dropped.
-        unmatched = np.ones(len(tracks), bool)
-        unmatched[list(matched)] = False
+        unmatched = ~matched
         newly_lost = unmatched & tracks.confirmed & (tracks.lost_since < 0)
         tracks.lost_since[newly_lost] = self.frame
         expired = unmatched & (
