@@ -101,16 +101,28 @@ class LineCounter:
             box, e = detections.xyxy, self.edge_px
             cut_off = (box[:, 0] <= e) | (box[:, 2] >= width - e) | (box[:, 3] >= height - e)
         crossings: list[Crossing] = []
+        # Plain lists: the loop below reads single values, which numpy makes slow.
+        tracks = detections.track_id.tolist()
+        lanes = detections.lane_id or [None] * len(tracks)
+        bands, cut, distances, alongs = (
+            band.tolist(),
+            cut_off.tolist(),
+            distance.tolist(),
+            along.tolist(),
+        )
         for li, line in enumerate(self.lines):
             states = self._state[li]
-            for n, track in enumerate(detections.track_id.tolist()):
-                d = distance[li, n]
-                side = 1 if d > band[n] else -1 if d < -band[n] else 0
-                state = states.setdefault(track, _TrackSide())
+            line_distance, line_along = distances[li], alongs[li]
+            for n, track in enumerate(tracks):
+                d, b = line_distance[n], bands[n]
+                side = 1 if d > b else -1 if d < -b else 0
+                state = states.get(track)
+                if state is None:
+                    state = states[track] = _TrackSide()
                 state.last_seen = self._frame
-                if detections.lane_id and detections.lane_id[n] is not None:
-                    state.lane = detections.lane_id[n]
-                if side == 0 or side == state.side or cut_off[n]:
+                if lanes[n] is not None:
+                    state.lane = lanes[n]
+                if side == 0 or side == state.side or cut[n]:
                     state.pending_frames = 0
                     continue
                 if state.side == 0:  # first confident side: where the track comes from
@@ -123,7 +135,7 @@ class LineCounter:
                     continue
                 state.side, state.pending_frames = side, 0
                 positive = side > 0
-                if positive in state.counted or not 0.0 <= along[li, n] <= 1.0:
+                if positive in state.counted or not 0.0 <= line_along[n] <= 1.0:
                     continue
                 state.counted.add(positive)
                 category = str(detections.class_name[n])

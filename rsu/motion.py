@@ -60,21 +60,25 @@ class MotionEstimator:
     def update(self, detections: Detections, t_ms: int) -> Motion:
         cfg = self.config
         n = len(detections)
-        motion = Motion(
-            np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool)
-        )
         if detections.track_id is None or not n:
-            return motion
+            return Motion(
+                np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool)
+            )
+        # Plain lists in and out: the loop reads and writes single values.
+        speeds, headings = [math.nan] * n, [math.nan] * n
+        stationary, parked = [False] * n, [False] * n
         t = t_ms / 1000.0
-        anchors = detections.bottom_centres()
-        heights = detections.xyxy[:, 3] - detections.xyxy[:, 1]
-        ground = detections.ground_xy
+        anchors = detections.bottom_centres().tolist()
+        heights = (detections.xyxy[:, 3] - detections.xyxy[:, 1]).tolist()
+        ground = detections.ground_xy.tolist() if detections.ground_xy is not None else None
         for i, track in enumerate(detections.track_id.tolist()):
-            h = self._tracks.setdefault(track, _History())
+            h = self._tracks.get(track)
+            if h is None:
+                h = self._tracks[track] = _History()
             h.last_seen = t
             still: bool | None = None
             if ground is not None:
-                x, y = float(ground[i, 0]), float(ground[i, 1])
+                x, y = ground[i]
                 h.points.append((t, x, y))
                 while h.points and t - h.points[0][0] > cfg.window_s:
                     h.points.popleft()
@@ -87,26 +91,29 @@ class MotionEstimator:
                         if h.speed is None
                         else cfg.smoothing * estimate + (1 - cfg.smoothing) * h.speed
                     )
-                    motion.speed_mps[i] = h.speed
+                    speeds[i] = h.speed
                     still = h.speed < cfg.stationary_mps
                     if not still:
                         # Clockwise from north (+y), as in the V2X messages.
-                        motion.heading_deg[i] = math.degrees(math.atan2(dx, dy)) % 360.0
+                        headings[i] = math.degrees(math.atan2(dx, dy)) % 360.0
             else:
-                px, py = float(anchors[i, 0]), float(anchors[i, 1])
-                h.pixels.append((t, px, py, float(heights[i])))
+                (px, py), height = anchors[i], heights[i]
+                h.pixels.append((t, px, py, height))
                 while h.pixels and t - h.pixels[0][0] > cfg.window_s:
                     h.pixels.popleft()
                 t0, x0, y0, _ = h.pixels[0]
                 if t - t0 >= cfg.window_s / 2:
-                    rate = math.hypot(px - x0, py - y0) / max(float(heights[i]), 1.0) / (t - t0)
+                    rate = math.hypot(px - x0, py - y0) / max(height, 1.0) / (t - t0)
                     still = rate < cfg.stationary_px_per_s
             if still:
                 h.still_since = h.still_since if h.still_since is not None else t
-                motion.stationary[i] = True
-                motion.parked[i] = t - h.still_since >= cfg.parked_after_s
+                stationary[i] = True
+                parked[i] = t - h.still_since >= cfg.parked_after_s
             elif still is False:
                 h.still_since = None
+        motion = Motion(
+            np.array(speeds), np.array(headings), np.array(stationary), np.array(parked)
+        )
         if t - self._last_forget > 1.0:
             self._last_forget = t
             for track in [

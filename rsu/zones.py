@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from shapely import STRtree, points
 from shapely.geometry import Polygon
 
@@ -59,26 +58,29 @@ class ZoneWatcher:
         if self._tree is None:
             return
         inside: list[list[int]] = [[] for _ in self.zones]
-        if len(detections):
+        names = [str(c) for c in detections.class_name.tolist()]
+        if names:
             point_idx, zone_idx = self._tree.query(
                 points(detections.bottom_centres()), predicate="within"
             )
             for p, z in zip(point_idx.tolist(), zone_idx.tolist(), strict=True):
                 classes = self._classes[z]
-                if not classes or detections.class_name[p] in classes:
+                if not classes or names[p] in classes:
                     inside[z].append(p)
-        tracks = detections.track_id
+        tracks = detections.track_id.tolist() if detections.track_id is not None else None
+        stationary = motion.stationary.tolist() if len(motion.stationary) else []
+        parked = motion.parked.tolist() if len(motion.parked) else []
         for z, members in enumerate(inside):
             acc = self._acc[z]
             acc.frames += 1
             present: dict[str, int] = {}
             stays: list[float] = []
             for i in members:
-                name = str(detections.class_name[i])
+                name = names[i]
                 present[name] = present.get(name, 0) + 1
                 if tracks is None:
                     continue
-                key = (z, int(tracks[i]))
+                key = (z, tracks[i])
                 visit = self._visits.get(key)
                 if visit is None or t_ms - visit[1] > LEAVE_AFTER_MS:
                     visit = (t_ms, t_ms)
@@ -89,10 +91,8 @@ class ZoneWatcher:
                 acc.present_sum[name] = acc.present_sum.get(name, 0) + n
             acc.max_present = max(acc.max_present, len(members))
             acc.present = present  # the state at the interval's last frame
-            stationary = motion.stationary if len(motion.stationary) else np.zeros(0, bool)
-            parked = motion.parked if len(motion.parked) else np.zeros(0, bool)
-            acc.stopped = sum(bool(stationary[i]) and not bool(parked[i]) for i in members)
-            acc.parked = sum(bool(parked[i]) for i in members)
+            acc.stopped = sum(stationary[i] and not parked[i] for i in members)
+            acc.parked = sum(parked[i] for i in members)
             acc.longest_stay_s = round(max(stays), 1) if stays else None
         if len(self._visits) > 10_000:  # bounded memory: forget visits long over
             horizon = t_ms - 60_000
