@@ -128,16 +128,27 @@ class Letterbox:
     pad_y: int
 
 
-def letterbox(image: np.ndarray, size: int, out: np.ndarray) -> Letterbox:
-    """Resize keeping aspect ratio into ``out`` (size x size x 3, padded grey)."""
+def letterbox(
+    image: np.ndarray, size: int, out: np.ndarray, padded_for: list[object] | None = None
+) -> Letterbox:
+    """Resize keeping aspect ratio into ``out`` (size x size x 3, padded grey).
+
+    ``padded_for``: a one-element memo of the image shape ``out``'s padding was last
+    painted for; a camera's frames all have one shape, so the padding is painted once and
+    each frame only writes its resized pixels (directly, when they are one block of rows)."""
     h, w = image.shape[:2]
     scale = min(size / h, size / w)
     nw, nh = round(w * scale), round(h * scale)
     pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
-    out[:] = LETTERBOX_FILL
-    out[pad_y : pad_y + nh, pad_x : pad_x + nw] = cv2.resize(
-        image, (nw, nh), interpolation=cv2.INTER_LINEAR
-    )
+    if padded_for is None or padded_for[0] != image.shape:
+        out[:] = LETTERBOX_FILL
+        if padded_for is not None:
+            padded_for[0] = image.shape
+    target = out[pad_y : pad_y + nh, pad_x : pad_x + nw]
+    if target.flags.c_contiguous:
+        cv2.resize(image, (nw, nh), dst=target, interpolation=cv2.INTER_LINEAR)
+    else:
+        target[:] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return Letterbox(scale, pad_x, pad_y)
 
 
@@ -249,9 +260,10 @@ class YoloExportDetector(Detector):
             raise ModelError(f"unexpected output of {output_rows} rows for a YOLO detection model")
         self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
         self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
+        self._canvas_padded_for: list[object] = [None]
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        box = letterbox(image, self.imgsz, self._canvas)
+        box = letterbox(image, self.imgsz, self._canvas, self._canvas_padded_for)
         blob = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
         return blob, box
 
@@ -355,7 +367,7 @@ class OpenVinoDetector(YoloExportDetector):
         )
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        box = letterbox(image, self.imgsz, self._canvas)
+        box = letterbox(image, self.imgsz, self._canvas, self._canvas_padded_for)
         return self._canvas[None], box  # the model itself scales, swaps and transposes
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
