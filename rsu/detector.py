@@ -207,6 +207,7 @@ class Detector:
         self.decode_thresholds = (
             self.thresholds if score_floor is None else np.minimum(self.thresholds, score_floor)
         )
+        self._lowest_threshold = float(self.decode_thresholds.min())
 
     def _check_classes(self, ids: dict[str, int], model_path: Path) -> None:
         missing = [c.value for c in self.config.classes if c.value not in ids]
@@ -270,26 +271,33 @@ class YoloExportDetector(Detector):
     def postprocess(self, output: np.ndarray, box: Letterbox, shape: tuple[int, ...]) -> Detections:
         pred = output[0]  # (4 + C, A)
         scores = pred[self.score_rows]  # (K, A) only the classes we keep
-        best = scores.argmax(axis=0)
-        conf = scores[best, np.arange(scores.shape[1])]
-        mask = conf >= self.decode_thresholds[best]
-        if not mask.any():
+        # Most anchors score below every threshold: find the few that do not with one pass,
+        # then pick classes among those only.
+        top = scores.max(axis=0)
+        candidates = np.flatnonzero(top >= self._lowest_threshold)
+        if not len(candidates):
             return Detections.empty()
-        cx, cy, w, h = pred[0, mask], pred[1, mask], pred[2, mask], pred[3, mask]
-        conf, best = conf[mask], best[mask]
-        xyxy = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
-        groups = self.nms_group[best]
-        keep = batched_nms(xyxy, conf, groups, self.config.iou)[: self.config.max_detections]
-        xyxy, conf, best = xyxy[keep], conf[keep], best[keep]
-        xyxy[:, [0, 2]] = (xyxy[:, [0, 2]] - box.pad_x) / box.scale
-        xyxy[:, [1, 3]] = (xyxy[:, [1, 3]] - box.pad_y) / box.scale
+        best = scores[:, candidates].argmax(axis=0)
+        conf = top[candidates]
+        passed = conf >= self.decode_thresholds[best]
+        candidates, best, conf = candidates[passed], best[passed], conf[passed]
+        if not len(candidates):
+            return Detections.empty()
+        cx, cy, w, h = pred[:4, candidates]
+        # Boxes straight into the frame's pixels: undo the letterbox, clip to the frame.
         height, width = shape[:2]
-        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, width)
-        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, height)
+        x1 = np.clip((cx - w / 2 - box.pad_x) / box.scale, 0, width)
+        y1 = np.clip((cy - h / 2 - box.pad_y) / box.scale, 0, height)
+        x2 = np.clip((cx + w / 2 - box.pad_x) / box.scale, 0, width)
+        y2 = np.clip((cy + h / 2 - box.pad_y) / box.scale, 0, height)
+        letterboxed = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
+        groups = self.nms_group[best]
+        keep = batched_nms(letterboxed, conf, groups, self.config.iou)[: self.config.max_detections]
+        xyxy = np.stack((x1[keep], y1[keep], x2[keep], y2[keep]), axis=1)
         return Detections(
             xyxy=xyxy.astype(np.float32),
-            confidence=conf.astype(np.float32),
-            class_name=self.class_names[best],
+            confidence=conf[keep].astype(np.float32),
+            class_name=self.class_names[best[keep]],
         )
 
 
