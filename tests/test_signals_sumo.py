@@ -152,17 +152,21 @@ def test_twin_runs_the_controller_on_what_came_through_the_bus(redis_url, redis_
     direct = run(scenario, "citybrain")
     twin = run(scenario, "citybrain", options=HarnessOptions(bus_url=redis_url, miss_rate=0.05,
                                                              noise_m=0.5))  # fmt: skip
-    # One virtual RSU per approach; one frame each per second, plus lane aggregates.
-    assert twin.bus_rsus == 3
-    assert twin.bus_messages >= 3 * 600
+    # One virtual RSU per approach and one over the junction; one frame each per second,
+    # plus the approaches' lane aggregates.
+    assert twin.bus_rsus == 4
+    assert twin.bus_messages >= 4 * 600
     assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
     assert twin.bus_undrained == 0  # every message was read and acked before the end
     state = TrafficState(redis_client, CitybrainConfig())
     assert state.dead_letters() == 0
     rsus = sorted(state.registry())
-    assert len(rsus) == 3 and all(r.startswith("twin-") for r in rsus)
+    assert len(rsus) == 4 and all(r.startswith("twin-") for r in rsus)
     # Through cameras with misses and noise, control stays close to direct sensing.
     assert twin.delay < 1.5 * direct.delay
+    # The junction camera shows who is still in the box: the head holds the all-red for
+    # them through the bus as it does on direct sensing.
+    assert direct.clearance_holds > 0 and twin.clearance_holds > 0
 
 
 def test_twin_cli_prints_its_figures(redis_url) -> None:
@@ -173,7 +177,7 @@ def test_twin_cli_prints_its_figures(redis_url) -> None:
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     line = json.loads(out.stdout.strip().splitlines()[-1])
-    assert line["twin_rsus"] == 3 and line["twin_msgs"] >= 3 * 120
+    assert line["twin_rsus"] == 4 and line["twin_msgs"] >= 4 * 120
     assert line["twin_msgs_per_s"] > 0 and line["delay"] >= 0
     assert line["reroute_by"] == "sumo" and line["rerouted"] > 0
     assert line["rerouted_completed"] <= line["rerouted"] and line["trip_time_rerouted_s"] > 0
@@ -182,7 +186,7 @@ def test_twin_cli_prints_its_figures(redis_url) -> None:
 def test_twin_cameras_at_10_hz(redis_url) -> None:
     scenario = load_scenario(RESCO / "ingolstadt1", end=57600 + 30)
     twin = run(scenario, "citybrain", options=HarnessOptions(bus_url=redis_url, step_s=0.1))
-    assert twin.bus_rsus == 3 and twin.bus_messages >= 3 * 300
+    assert twin.bus_rsus == 4 and twin.bus_messages >= 4 * 300
     assert twin.fallback_steps == 0 and twin.bus_sync_waits == 0
     with pytest.raises(ValueError, match="step_s"):
         run(scenario, "citybrain", options=HarnessOptions(step_s=2.0))

@@ -301,8 +301,8 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         from citybrain.sim.twin import TwinBus
 
         twin = TwinBus(
-            options.bus_url, net,
-            {iid: inter.incoming_lanes for iid, inter in inters.items()},
+            options.bus_url, net, inters,
+            box_lanes={iid: ni.box_lanes for iid, ni in net_inters.items() if iid in inters},
             range_m=cfg.sensing_range_m, miss_rate=options.miss_rate,
             noise_m=options.noise_m, seed=seed,
         )  # fmt: skip

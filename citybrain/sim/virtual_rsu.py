@@ -1,7 +1,9 @@
-"""Virtual RSUs for the digital twin: what a camera on each signalised approach would send.
+"""Virtual RSUs for the digital twin: what the cameras of each signalised junction would send.
 
 One virtual RSU per approach (incoming edge) of every traffic light, watching the last
-``range_m`` of its lanes.  Each step it sends a ``frame`` message of the road users in view
+``range_m`` of its lanes; and, given the junction's box and exit lanes, one junction camera
+per traffic light watching the box and the first ``range_m`` of every exit, as a dome
+camera over the junction does.  Each step it sends a ``frame`` message of the road users in view
 (ground position in the net's coordinates, speed, heading, lane, a stable track id), with
 configurable misses and position noise; each interval it sends ``lane_aggregates``: per lane
 the road users that crossed the stop line by class, mean speed, occupancy of the stop-line
@@ -11,17 +13,17 @@ area and the queue at the end.  The messages are the schema camera RSUs send
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from common.frame_codec import FrameView, GroundPositionView, PerceivedObjectView, encode
 from common.schemas import (
-    FrameObjects,
-    GroundPosition,
+    SCHEMA_VERSION,
     LaneAggregates,
     LaneInterval,
-    PerceivedObject,
     RoadUserClass,
     encode_message,
 )
@@ -40,8 +42,9 @@ VCLASS = {
 class VirtualCamera:
     rsu_id: str
     intersection: str
-    approach: str  # the SUMO edge id
-    lanes: dict[str, float]  # lane id -> length
+    approach: str  # the SUMO edge id; "junction" for the camera over the box and exits
+    lanes: dict[str, float]  # approach lanes -> length (stop-line counts, aggregates)
+    watch: dict[str, tuple[float, float]] = field(default_factory=dict)  # lane -> positions
     seq: int = 0
     agg_seq: int = 0
     # interval accumulators
@@ -52,7 +55,7 @@ class VirtualCamera:
     steps: int = 0
 
 
-def rsu_id_for(tls_id: str, index: int, approach: int) -> str:
+def rsu_id_for(tls_id: str, index: int, approach: int | str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.\-]", "-", tls_id)[:40]
     return f"twin-{index:03d}-{slug}-{approach}"
 
@@ -63,6 +66,8 @@ class VirtualRsus:
         net,
         tls_incoming: dict[str, tuple[str, ...]],
         *,
+        tls_box: dict[str, dict[str, int]] | None = None,
+        tls_outgoing: dict[str, tuple[str, ...]] | None = None,
         range_m: float = 120.0,
         miss_rate: float = 0.0,
         noise_m: float = 0.0,
@@ -79,16 +84,31 @@ class VirtualRsus:
         self.run_id = run_id
         self._rng = random.Random(seed)
         self.cameras: list[VirtualCamera] = []
-        self._by_lane: dict[str, VirtualCamera] = {}
+        self._by_lane: dict[str, list[VirtualCamera]] = defaultdict(list)
+        self._stop_camera: dict[str, VirtualCamera] = {}  # approach lane -> its camera
         for index, (tls, lanes) in enumerate(sorted(tls_incoming.items())):
             by_edge: dict[str, dict[str, float]] = defaultdict(dict)
             for lane in lanes:
                 by_edge[net.getLane(lane).getEdge().getID()][lane] = net.getLane(lane).getLength()
             for k, (edge, edge_lanes) in enumerate(sorted(by_edge.items())):
-                cam = VirtualCamera(rsu_id_for(tls, index, k), tls, edge, dict(edge_lanes))
+                watch = {lane: (max(0.0, n - range_m), n) for lane, n in edge_lanes.items()}
+                cam = VirtualCamera(rsu_id_for(tls, index, k), tls, edge, dict(edge_lanes), watch)
                 self.cameras.append(cam)
                 for lane in edge_lanes:
-                    self._by_lane[lane] = cam
+                    self._by_lane[lane].append(cam)
+                    self._stop_camera[lane] = cam
+        for index, tls in enumerate(sorted(tls_incoming)):
+            box = (tls_box or {}).get(tls, {})
+            exits = (tls_outgoing or {}).get(tls, ())
+            if not box and not exits:
+                continue
+            watch = {lane: (0.0, math.inf) for lane in box}
+            for lane in exits:
+                watch[lane] = (0.0, min(range_m, net.getLane(lane).getLength()))
+            cam = VirtualCamera(rsu_id_for(tls, index, "junction"), tls, "junction", {}, watch)
+            self.cameras.append(cam)
+            for lane in watch:
+                self._by_lane[lane].append(cam)
         self._track_ids: dict[str, int] = {}
         self._last_lane: dict[str, str] = {}
 
@@ -100,54 +120,55 @@ class VirtualRsus:
 
     def step(self, now_ms: int, vehicles: dict[str, tuple]) -> list[tuple[str, bytes]]:
         """Frames of this step. ``vehicles``: id -> (lane, pos, speed, x, y, angle, vclass)."""
-        objects: dict[str, list[PerceivedObject]] = defaultdict(list)
+        objects: dict[str, list[PerceivedObjectView]] = defaultdict(list)
         occupied: set[str] = set()
+        noise = self.noise_m
         for vid, (lane, pos, speed, x, y, angle, vclass) in vehicles.items():
             before = self._last_lane.get(vid)
-            if before is not None and before != lane and before in self._by_lane:
-                cam = self._by_lane[before]
+            if before is not None and before != lane and before in self._stop_camera:
+                cam = self._stop_camera[before]
                 cls = VCLASS.get(vclass, RoadUserClass.car)
                 counts = cam.crossed.setdefault(before, {})
                 counts[cls] = counts.get(cls, 0) + 1
-            cam = self._by_lane.get(lane)
-            if cam is None:
-                continue
-            to_stop = cam.lanes[lane] - pos
-            if to_stop > self.range_m:
-                continue
-            cam.speed_sum[lane] = cam.speed_sum.get(lane, 0.0) + speed
-            cam.speed_n[lane] = cam.speed_n.get(lane, 0) + 1
-            if to_stop <= STOP_AREA_M:
-                occupied.add(lane)
-            if self.miss_rate and self._rng.random() < self.miss_rate:
-                continue
-            nx = x + (self._rng.gauss(0, self.noise_m) if self.noise_m else 0.0)
-            ny = y + (self._rng.gauss(0, self.noise_m) if self.noise_m else 0.0)
-            objects[cam.rsu_id].append(
-                PerceivedObject(
-                    track_id=self._track(vid),
-                    category=VCLASS.get(vclass, RoadUserClass.car),
-                    confidence=0.9,
-                    bbox=(0.0, 0.0, 1.0, 1.0),  # a virtual camera has no pixels
-                    ground=GroundPosition(x=nx, y=ny),
-                    speed_mps=max(0.0, speed),
-                    heading_deg=angle % 360.0,
-                    lane_id=lane,
+            for cam in self._by_lane.get(lane, ()):
+                low, high = cam.watch[lane]
+                if not low <= pos <= high:
+                    continue
+                if lane in cam.lanes:  # an approach lane: the interval's figures
+                    cam.speed_sum[lane] = cam.speed_sum.get(lane, 0.0) + speed
+                    cam.speed_n[lane] = cam.speed_n.get(lane, 0) + 1
+                    if cam.lanes[lane] - pos <= STOP_AREA_M:
+                        occupied.add(lane)
+                if self.miss_rate and self._rng.random() < self.miss_rate:
+                    continue
+                nx = x + (self._rng.gauss(0, noise) if noise else 0.0)
+                ny = y + (self._rng.gauss(0, noise) if noise else 0.0)
+                objects[cam.rsu_id].append(
+                    PerceivedObjectView(
+                        track_id=self._track(vid),
+                        category=VCLASS.get(vclass, RoadUserClass.car),
+                        confidence=0.9,
+                        bbox=(0.0, 0.0, 1.0, 1.0),  # a virtual camera has no pixels
+                        ground=GroundPositionView(x=nx, y=ny),
+                        speed_mps=max(0.0, speed),
+                        heading_deg=angle % 360.0,
+                        lane_id=lane,
+                    )
                 )
-            )
         self._last_lane = {vid: v[0] for vid, v in vehicles.items()}
         out = []
         for cam in self.cameras:
             cam.steps += 1
             for lane in occupied & cam.lanes.keys():
                 cam.occupied_steps[lane] = cam.occupied_steps.get(lane, 0) + 1
-            msg = FrameObjects(
-                rsu_id=cam.rsu_id, camera_id="cam0", run_id=self.run_id, seq=cam.seq,
-                captured_at_ms=now_ms, published_at_ms=now_ms, pipeline_ms=0.0,
-                image_width=1, image_height=1, objects=objects.get(cam.rsu_id, []),
+            msg = FrameView(
+                v=SCHEMA_VERSION, kind="frame", rsu_id=cam.rsu_id, camera_id="cam0",
+                run_id=self.run_id, seq=cam.seq, captured_at_ms=now_ms, published_at_ms=now_ms,
+                pipeline_ms=0.0, image_width=1, image_height=1,
+                objects=objects.get(cam.rsu_id, []),
             )  # fmt: skip
             cam.seq += 1
-            out.append((cam.rsu_id, encode_message(msg)))
+            out.append((cam.rsu_id, encode(msg)))
         return out
 
     def aggregates(
@@ -156,11 +177,13 @@ class VirtualRsus:
         """One ``lane_aggregates`` message per camera for the interval just ended."""
         halted: dict[str, list[float]] = defaultdict(list)
         for lane, pos, speed, *_ in vehicles.values():
-            cam = self._by_lane.get(lane)
+            cam = self._stop_camera.get(lane)
             if cam is not None and speed < HALTING_MPS and cam.lanes[lane] - pos <= self.range_m:
                 halted[lane].append(cam.lanes[lane] - pos)
         out = []
         for cam in self.cameras:
+            if not cam.lanes:
+                continue  # a junction camera: frames only
             lanes = []
             for lane in cam.lanes:
                 n = cam.speed_n.get(lane, 0)
