@@ -16,7 +16,13 @@ class IngestConfig(StrictModel):
     consumer: str | None = Field(
         None, description="consumer name; default hostname-pid. Reuse it to resume pending work"
     )
-    batch: int = Field(256, ge=1, le=10_000, description="entries read per XREADGROUP")
+    batch: int = Field(
+        1024,
+        ge=1,
+        le=10_000,
+        description="most entries one read takes (all streams together); a worker behind "
+        "catches up faster with more, and a read returns what is there without waiting for more",
+    )
     block_ms: int = Field(1000, ge=0, description="how long a read waits for new entries")
     claim_idle_ms: int = Field(
         30_000, ge=100, description="take over entries another worker left pending this long"
