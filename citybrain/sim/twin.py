@@ -92,6 +92,7 @@ class TwinBus:
         self._departed: dict[tuple[int, str], float] = {}
         self.published = 0
         self.sync_waits = 0
+        self._frames: dict | None = None  # every camera's frame of this step, once stored
         self.undrained = 0  # entries ingest had not acked when the twin stopped
         self._tmp = tempfile.TemporaryDirectory(prefix="cb-twin-")
         env = dict(os.environ, HISTORY_URL=f"sqlite:///{Path(self._tmp.name) / 'history.db'}")
@@ -131,17 +132,24 @@ class TwinBus:
         self._sync()
 
     def _sync(self) -> None:
-        """Wait (briefly) until ingest has stored this step's frames: a reproducible loop."""
+        """Wait (briefly) until ingest has stored this step's frame of every camera, so the
+        planners see the same frames in every run of a seed: a reproducible loop.  (Ingest
+        reads a step's frames in batches across partitions: one camera's frame being stored
+        says nothing about the others'.)"""
+        self._frames = None
         if not self.rsus.cameras:
             return
-        last = self.rsus.cameras[-1]
         # The first step also waits for the ingest process to start (seconds on a busy box).
         timeout = self.sync_timeout_s if self.published > len(self.rsus.cameras) * 2 else 60.0
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            frame = self.state.latest_frames([(last.rsu_id, "cam0")]).get((last.rsu_id, "cam0"))
-            if frame and frame.get("seq", -1) >= last.seq - 1:
+        wanted = [((cam.rsu_id, "cam0"), cam.seq - 1) for cam in self.rsus.cameras]
+        while True:
+            frames = self.state.latest_frames(key for key, _ in wanted)
+            if all((frames.get(key) or {}).get("seq", -1) >= seq for key, seq in wanted):
+                self._frames = frames
                 return
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.002)
         self.sync_waits += 1
 
@@ -149,7 +157,9 @@ class TwinBus:
         by_tls: dict[str, list] = defaultdict(list)
         for cam in self.rsus.cameras:
             by_tls[cam.intersection].append(cam)
-        frames = self.state.latest_frames((cam.rsu_id, "cam0") for cam in self.rsus.cameras)
+        frames = self._frames
+        if frames is None:  # the sync timed out: what is there now
+            frames = self.state.latest_frames((cam.rsu_id, "cam0") for cam in self.rsus.cameras)
         seen: dict[str, tuple] = {}  # tls -> (incoming figures, exit figures, in box, newest)
         on_lane: dict[int, str] = {}
         near_line: dict[int, str] = {}
