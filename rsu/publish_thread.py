@@ -136,7 +136,10 @@ class BackgroundPublisher:
         return True
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=30)
+        except queue.Full:  # the sender is stuck; what it holds is in the spool or lost
+            log.error("bus sender did not take the stop request; closing anyway")
         self._thread.join(timeout=30)
         self.inner.close()
 
@@ -145,7 +148,10 @@ class BackgroundPublisher:
             try:
                 item = self._queue.get(timeout=self._retry_wait())
             except queue.Empty:
-                self.inner.drain()  # the bus may be back: re-send what was spooled
+                try:
+                    self.inner.drain()  # the bus may be back: re-send what was spooled
+                except Exception as exc:  # keep the sender alive; the next wait retries
+                    log.error("bus sender could not re-send the spool: %s", exc)
                 continue
             items = [item]
             while True:  # everything queued goes in one round trip
