@@ -90,12 +90,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -> dict[str, object]:
+    from rsu.publish_thread import favour_camera_loop
+
+    with favour_camera_loop():  # as RSU processes run their camera loop
+        return _run_ours(args, frames, runtime)
+
+
+def _run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -> dict:
     from common.datadir import resolve_asset
     from common.redis_server import LocalRedisServer
     from rsu.config import RsuConfig
     from rsu.detector import DetectorConfig, build_detector
     from rsu.pipeline import RsuPipeline, now_ms
-    from rsu.publish_thread import BackgroundPublisher, favour_camera_loop
+    from rsu.publish_thread import BackgroundPublisher
     from rsu.publisher import BusPublisher
     from rsu.replay import load_scene
     from rsu.source import Frame
@@ -116,7 +123,6 @@ def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -
             bus={"redis_url": server.url},
         )
         detector = build_detector(config.detector, onnx, config.tracker.low_threshold)
-        favour_camera_loop().__enter__()  # as RSU processes do (this worker's whole life)
         publisher = BackgroundPublisher(BusPublisher(config.bus))  # as an RSU publishes
 
         def pipeline() -> RsuPipeline:

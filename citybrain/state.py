@@ -85,6 +85,16 @@ class TrafficState:
             if raw is not None
         }
 
+    def latest_frame_times(self, cameras: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The capture time (ms) of the latest stored frame of each (rsu_id, camera_id), in one
+        round trip, without reading the frames themselves."""
+        cameras = list(cameras)
+        pipe = self.client.pipeline(transaction=False)
+        for rsu_id, camera_id in cameras:
+            pipe.hget(keys.state_key(self._tag(rsu_id), rsu_id, camera_id), "frame_ts")
+        replies = pipe.execute()
+        return {cam: int(raw) for cam, raw in zip(cameras, replies, strict=True) if raw is not None}
+
     def camera_states(
         self, rsu_id: str, cameras: Iterable[str] | None = None
     ) -> dict[str, dict[str, Any]]:

@@ -93,6 +93,7 @@ class TwinBus:
         self.published = 0
         self.sync_waits = 0
         self._frames: dict | None = None  # every camera's frame of this step, once stored
+        self._step_ms = 0  # capture time of the frames this step published
         self.undrained = 0  # entries ingest had not acked when the twin stopped
         self._tmp = tempfile.TemporaryDirectory(prefix="cb-twin-")
         env = dict(os.environ, HISTORY_URL=f"sqlite:///{Path(self._tmp.name) / 'history.db'}")
@@ -124,6 +125,7 @@ class TwinBus:
 
     def publish(self, sim_s: float, vehicles: dict[str, tuple], interval_s: float) -> None:
         now_ms = self.epoch_ms + int(sim_s * 1000)
+        self._step_ms = now_ms
         messages = self.rsus.step(now_ms, vehicles)
         if interval_s > 0 and round(sim_s * 1000) % round(interval_s * 1000) == 0:
             messages += self.rsus.aggregates(now_ms - int(interval_s * 1000), interval_s, vehicles)
@@ -142,11 +144,13 @@ class TwinBus:
         # The first step also waits for the ingest process to start (seconds on a busy box).
         timeout = self.sync_timeout_s if self.published > len(self.rsus.cameras) * 2 else 60.0
         deadline = time.monotonic() + timeout
-        wanted = [((cam.rsu_id, "cam0"), cam.seq - 1) for cam in self.rsus.cameras]
+        # Poll the frames' capture times only (cheap); read the frames once they are all in.
+        cameras = [(cam.rsu_id, "cam0") for cam in self.rsus.cameras]
+        step_ms = self._step_ms
         while True:
-            frames = self.state.latest_frames(key for key, _ in wanted)
-            if all((frames.get(key) or {}).get("seq", -1) >= seq for key, seq in wanted):
-                self._frames = frames
+            times = self.state.latest_frame_times(cameras)
+            if all(times.get(cam, -1) >= step_ms for cam in cameras):
+                self._frames = self.state.latest_frames(cameras)
                 return
             if time.monotonic() >= deadline:
                 break
