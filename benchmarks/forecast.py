@@ -55,8 +55,6 @@ def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> 
     """One forecast for ``detectors`` detectors from their last n_in readings, in ms."""
     import onnxruntime as ort
 
-    from citybrain.forecast.model import features
-
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     n = series.values.shape[1]
     repeat = -(-detectors // n)
@@ -66,7 +64,7 @@ def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> 
         start = time.perf_counter()
         window = series.values[-config.n_in :]
         sub = type(series)(window, series.times_ms[-config.n_in], series.interval_s, series.ids)
-        x, _ = features(sub, trained.adjacency, trained.mean, trained.std, config.weekday)
+        x, _ = trained.features(sub)
         x = np.ascontiguousarray(np.tile(x.transpose(1, 0, 2), (repeat, 1, 1))[:detectors])
         ids = np.tile(np.arange(n, dtype=np.int64), repeat)[:detectors]
         out = session.run(None, {"x": x, "detector": ids})[0]
@@ -84,20 +82,23 @@ def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> 
 
 
 def main() -> int:
+    from citybrain.forecast.model import TrainConfig
+
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--max-train-windows", type=int, default=None)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
     parser.add_argument("--detectors", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--datasets", default="los,counts")
     parser.add_argument("--residual", action="store_true")
+    parser.add_argument("--members", type=int, default=TrainConfig.members, help="seeds averaged")
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience)
     args = parser.parse_args()
 
     from rsu_latency import machine_info
 
     from citybrain.forecast.data import load_long, load_wide_csv
-    from citybrain.forecast.model import TrainConfig
     from common.datadir import resolve_asset
 
     config = TrainConfig(
@@ -105,10 +106,16 @@ def main() -> int:
         hidden=args.hidden,
         max_train_windows=args.max_train_windows,
         residual=args.residual,
+        members=args.members,
+        patience=args.patience,
     )
     figures: dict = {"config": {"epochs": args.epochs, "hidden": args.hidden}}
     figures["config"] |= {"max_train_windows": args.max_train_windows, "seed": config.seed}
-    figures["config"]["residual"] = args.residual
+    figures["config"] |= {
+        "residual": args.residual,
+        "members": args.members,
+        "patience": args.patience,
+    }
     tmp = Path(tempfile.mkdtemp(prefix="v2x-forecast-"))
     los = None
     for name in args.datasets.split(","):

@@ -107,7 +107,6 @@ def test_forecaster_beats_last_value_and_its_onnx_export_agrees(tmp_path: Path) 
     import onnxruntime as ort
 
     from citybrain.forecast.commands import load_trained
-    from citybrain.forecast.model import features
 
     data = tmp_path / "counts.csv"
     synthetic_csv(data)
@@ -131,7 +130,7 @@ def test_forecaster_beats_last_value_and_its_onnx_export_agrees(tmp_path: Path) 
     # The ONNX export gives the checkpoint's forecasts.
     model = load_trained(tmp_path / "m.pt", "forecaster")
     series = load_wide_csv(data, "2024-04-01T00:00", 900)
-    x_all, _ = features(series, None, model.mean, model.std, bool(model.config.weekday))
+    x_all, _ = model.features(series)
     x = np.ascontiguousarray(x_all[100:112].transpose(1, 0, 2))  # 3 detectors, 12 steps
     detector = np.arange(3, dtype=np.int64)
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import orjson
 
 from citybrain.forecast.baselines import HistoricalAverage, last_value
 from citybrain.forecast.data import DataError, SeriesSet, load_long, load_wide_csv
-from citybrain.forecast.model import TrainConfig, Trained, predict, train
+from citybrain.forecast.model import TrainConfig, Trained, input_features, predict, train
+from citybrain.forecast.profile import DayProfiles
 from citybrain.forecast.protocol import Split, chronological_split, masked_metrics, window_starts
 
 
@@ -69,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         n_in=args.n_in, n_out=args.n_out, epochs=args.epochs, seed=args.seed,
         hidden=args.hidden, max_train_windows=args.max_train_windows, residual=args.residual,
+        members=args.members, patience=args.patience,
     )  # fmt: skip
     models = {"forecaster": train("forecaster", series, split, config, adjacency)}
     if not args.no_fc_lstm:
@@ -105,8 +107,7 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
     import torch
 
     config = trained.config
-    n_features = trained.model.lstm.input_size - config.embedding
-    x = torch.zeros(2, config.n_in, n_features)
+    x = torch.zeros(2, config.n_in, input_features(trained.model))
     detector = torch.zeros(2, dtype=torch.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -124,6 +125,7 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
         "mean": trained.mean.tolist(),
         "std": trained.std.tolist(),
         "adjacency": None if trained.adjacency is None else trained.adjacency.tolist(),
+        "profiles": None if trained.profiles is None else trained.profiles.state(),
     }
     path.with_suffix(".json").write_bytes(orjson.dumps(meta))
     return path
@@ -136,12 +138,16 @@ def load_trained(checkpoint: Path, kind: str) -> Trained:
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = saved[kind]
-    config = TrainConfig(**state["config"])
+    # A key missing from an older checkpoint means what that version did.
+    config = TrainConfig(**({"members": 1, "day_profile": False} | state["config"]))
     n = len(state["mean"])
     adjacency = None if state["adjacency"] is None else np.asarray(state["adjacency"], np.float32)
+    profiles = state.get("profiles")  # absent in checkpoints from before profiles
+    if profiles is None:
+        config = replace(config, day_profile=False)
     if kind == "forecaster":
-        n_features = 4 + 2 * bool(config.weekday) + (adjacency is not None)
-        model = build_forecaster(n, n_features, config)
+        inputs = next(v for k, v in state["weights"].items() if k.endswith("lstm.weight_ih_l0"))
+        model = build_forecaster(n, inputs.shape[1] - config.embedding, config)
     else:
         model = build_fc_lstm(n, config)
     model.load_state_dict(state["weights"])
@@ -149,6 +155,7 @@ def load_trained(checkpoint: Path, kind: str) -> Trained:
     return Trained(
         kind, model, config, np.asarray(state["mean"], np.float32),
         np.asarray(state["std"], np.float32), adjacency, 0, 0.0, float("nan"),
+        None if profiles is None else DayProfiles.from_state(profiles),
     )  # fmt: skip
 
 
@@ -262,11 +269,21 @@ def add_parser(sub: Any) -> None:
         if name == "train":
             p.add_argument("--out", required=True, help="checkpoint to write (.pt; .onnx beside)")
             p.add_argument("--adjacency", help="N x N CSV of detector weights")
-            p.add_argument("--epochs", type=int, default=30)
-            p.add_argument("--hidden", type=int, default=64)
+            p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+            p.add_argument("--hidden", type=int, default=TrainConfig.hidden)
             p.add_argument("--n-in", type=int, default=12)
             p.add_argument("--n-out", type=int, default=12)
             p.add_argument("--seed", type=int, default=7)
+            p.add_argument(
+                "--patience",
+                type=int,
+                default=TrainConfig.patience,
+                help="epochs without a better validation MAE before stopping",
+            )
+            p.add_argument(
+                "--members", type=int, default=TrainConfig.members,
+                help="forecasters averaged, one per seed from --seed on (1: a single model)",
+            )  # fmt: skip
             p.add_argument("--max-train-windows", type=int, help="windows sampled per epoch")
             p.add_argument("--no-fc-lstm", action="store_true", help="skip the FC-LSTM baseline")
             p.add_argument(

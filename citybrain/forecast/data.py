@@ -41,12 +41,17 @@ class SeriesSet:
         return (seconds // self.interval_s).astype(np.int64)
 
     def day_of_week(self) -> np.ndarray:
-        days = self.times_ms // 86_400_000
-        return ((days + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday: Monday = 0
+        return day_of_week(self.times_ms)
 
     @property
     def steps_per_day(self) -> int:
         return 86_400 // self.interval_s
+
+
+def day_of_week(times_ms: np.ndarray) -> np.ndarray:
+    """Monday = 0 .. Sunday = 6, by the times' calendar day as the data gives them."""
+    days = times_ms // 86_400_000
+    return ((days + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday
 
 
 def parse_time(text: str) -> int:

@@ -24,6 +24,7 @@ import redis
 
 from citybrain.forecast.data import SeriesSet, load_history
 from citybrain.forecast.model import features
+from citybrain.forecast.profile import DayProfiles
 from citybrain.history import HistoryStore
 
 FORECASTS_HASH = "cb:forecasts"
@@ -42,6 +43,7 @@ class OnlineModel:
     std: np.ndarray
     adjacency: np.ndarray | None
     weekday: bool = True
+    profiles: DayProfiles | None = None
 
     @classmethod
     def load(cls, onnx_path: Path) -> OnlineModel:
@@ -60,11 +62,14 @@ class OnlineModel:
             std=np.asarray(meta["std"], np.float32),
             adjacency=None if adjacency is None else np.asarray(adjacency, np.float32),
             weekday=bool(meta.get("weekday", True)),
+            profiles=DayProfiles.from_state(meta["profiles"]) if meta.get("profiles") else None,
         )
 
     def predict(self, recent: SeriesSet) -> np.ndarray:
         """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
-        x, _ = features(recent, self.adjacency, self.mean, self.std, self.weekday)
+        x, _ = features(
+            recent, self.adjacency, self.mean, self.std, self.weekday, self.profiles, self.n_out
+        )
         x = np.ascontiguousarray(x.transpose(1, 0, 2))
         ids = np.arange(x.shape[0], dtype=np.int64)
         out = self.session.run(None, {"x": x, "detector": ids})[0]  # type: ignore[attr-defined]
