@@ -113,7 +113,8 @@ def test_forecaster_beats_last_value_and_its_onnx_export_agrees(tmp_path: Path) 
     common = ["--data", str(data), "--start", "2024-04-01T00:00", "--interval", "900"]
     trained = subprocess.run(
         [sys.executable, "-m", "citybrain.cli", "forecast", "train", *common,
-         "--out", str(tmp_path / "m.pt"), "--epochs", "12", "--hidden", "32", "--no-fc-lstm"],
+         "--out", str(tmp_path / "m.pt"), "--epochs", "12", "--hidden", "32", "--no-fc-lstm",
+         "--utc-offset", "8"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
@@ -127,8 +128,10 @@ def test_forecaster_beats_last_value_and_its_onnx_export_agrees(tmp_path: Path) 
     assert set(figures) >= {"model", "last_value", "historical_average"}
     assert figures["model"]["mae_avg"] < 0.8 * figures["last_value"]["mae_avg"]
 
-    # The ONNX export gives the checkpoint's forecasts.
+    # The ONNX export gives the checkpoint's forecasts, on the training data's clock.
     model = load_trained(tmp_path / "m.pt", "forecaster")
+    assert model.utc_offset_s == 8 * 3600 and model.profiles is not None
+    assert orjson.loads((tmp_path / "m.json").read_bytes())["utc_offset_s"] == 8 * 3600
     series = load_wide_csv(data, "2024-04-01T00:00", 900)
     x_all, _ = model.features(series)
     x = np.ascontiguousarray(x_all[100:112].transpose(1, 0, 2))  # 3 detectors, 12 steps
@@ -151,3 +154,10 @@ def test_cli_errors_name_the_cause(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "needs --start" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "citybrain.cli", "forecast", "train", "--data", str(data),
+         "--start", "2024-04-01T00:00", "--interval", "900", "--out", str(tmp_path / "m.pt"),
+         "--utc-offset", "80"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "--utc-offset 80.0 is not an offset" in out.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from citybrain.forecast.data import SeriesSet
 from citybrain.forecast.profile import DayProfiles, day_kind
 
 DAY_MS = 86_400_000
@@ -68,3 +69,19 @@ def test_state_round_trip() -> None:
     later = times(THURSDAY + 7 * DAY_MS, 4)
     assert again.at(later) == pytest.approx(profiles.at(later))
     assert again.at(fit_times, norm) == pytest.approx(profiles.at(fit_times, norm))
+
+
+def test_the_local_clock_decides_the_weekend_and_the_slot() -> None:
+    # Friday 20:00 UTC is already Saturday 04:00 in Beijing (UTC+8).
+    friday_evening = np.array([THURSDAY + DAY_MS + 20 * 3600_000], dtype=np.int64)
+    norm = np.array([[7.0]])
+    utc = DayProfiles.fit(friday_evening, norm, INTERVAL_S)
+    beijing = DayProfiles.fit(friday_evening, norm, INTERVAL_S, utc_offset_s=8 * 3600)
+    assert utc.counts[0].sum() == 1 and utc.counts[1].sum() == 0  # a weekday, slot 3
+    assert utc.counts[0, 3, 0] == 1
+    assert beijing.counts[1].sum() == 1 and beijing.counts[1, 0, 0] == 1  # Saturday, slot 0
+    assert DayProfiles.from_state(beijing.state()).utc_offset_s == 8 * 3600
+
+    series = SeriesSet(norm.astype(np.float32), int(friday_evening[0]), INTERVAL_S, ["a"], 28_800)
+    assert series.time_of_day().tolist() == [0]
+    assert series.day_of_week().tolist() == [5]  # Saturday

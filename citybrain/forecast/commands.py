@@ -64,7 +64,9 @@ def load_adjacency(path: str | None, n: int) -> np.ndarray | None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    series = load_series(args)
+    if not -14 <= args.utc_offset <= 14:
+        raise DataError(f"--utc-offset {args.utc_offset} is not an offset from UTC in hours")
+    series = replace(load_series(args), utc_offset_s=round(args.utc_offset * 3600))
     split = chronological_split(len(series.values))
     adjacency = load_adjacency(args.adjacency, series.values.shape[1])
     config = TrainConfig(
@@ -126,6 +128,7 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
         "std": trained.std.tolist(),
         "adjacency": None if trained.adjacency is None else trained.adjacency.tolist(),
         "profiles": None if trained.profiles is None else trained.profiles.state(),
+        "utc_offset_s": trained.utc_offset_s,
     }
     path.with_suffix(".json").write_bytes(orjson.dumps(meta))
     return path
@@ -156,6 +159,7 @@ def load_trained(checkpoint: Path, kind: str) -> Trained:
         kind, model, config, np.asarray(state["mean"], np.float32),
         np.asarray(state["std"], np.float32), adjacency, 0, 0.0, float("nan"),
         None if profiles is None else DayProfiles.from_state(profiles),
+        int(state.get("utc_offset_s", 0)),
     )  # fmt: skip
 
 
@@ -268,6 +272,11 @@ def add_parser(sub: Any) -> None:
         p.set_defaults(func=_run(func))
         if name == "train":
             p.add_argument("--out", required=True, help="checkpoint to write (.pt; .onnx beside)")
+            p.add_argument(
+                "--utc-offset", type=float, default=0.0,
+                help="hours from UTC to the detectors' local clock (8 for Beijing): time of "
+                "day and weekends follow it; the model keeps it for eval and serving",
+            )  # fmt: skip
             p.add_argument("--adjacency", help="N x N CSV of detector weights")
             p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
             p.add_argument("--hidden", type=int, default=TrainConfig.hidden)

@@ -26,10 +26,18 @@ class SeriesSet:
     start_ms: int  # time of row 0, UTC epoch ms
     interval_s: int
     ids: list[str]
+    # The local clock is UTC + this. Time of day, day of week and weekends follow the local
+    # clock: a city's rush hour and weekend begin at its own midnight, not at UTC's.
+    utc_offset_s: int = 0
 
     @property
     def times_ms(self) -> np.ndarray:
         return self.start_ms + np.arange(len(self.values), dtype=np.int64) * self.interval_s * 1000
+
+    @property
+    def local_ms(self) -> np.ndarray:
+        """Each row's time on the local clock, as epoch ms (for calendar arithmetic only)."""
+        return self.times_ms + self.utc_offset_s * 1000
 
     @property
     def mask(self) -> np.ndarray:
@@ -37,11 +45,11 @@ class SeriesSet:
 
     def time_of_day(self) -> np.ndarray:
         """Slot of the day of each row (0 .. steps_per_day - 1)."""
-        seconds = (self.times_ms // 1000) % 86_400
+        seconds = (self.local_ms // 1000) % 86_400
         return (seconds // self.interval_s).astype(np.int64)
 
     def day_of_week(self) -> np.ndarray:
-        return day_of_week(self.times_ms)
+        return day_of_week(self.local_ms)
 
     @property
     def steps_per_day(self) -> int:

@@ -197,12 +197,14 @@ class Trained:
     seconds: float
     best_val_mae: float
     profiles: DayProfiles | None = None
+    utc_offset_s: int = 0  # the local clock of the training data: calendar features use it
 
     def features(self, series: SeriesSet):
-        """:func:`features` of ``series`` as this model was trained on them."""
+        """:func:`features` of ``series`` as this model was trained on them (on its clock)."""
         config = self.config
         return features(
-            series, self.adjacency, self.mean, self.std, bool(config.weekday),
+            replace(series, utc_offset_s=self.utc_offset_s), self.adjacency, self.mean,
+            self.std, bool(config.weekday),
             self.profiles, config.n_out,
         )  # fmt: skip
 
@@ -217,6 +219,7 @@ class Trained:
             "std": self.std.tolist(),
             "adjacency": None if self.adjacency is None else self.adjacency.tolist(),
             "profiles": None if self.profiles is None else self.profiles.state(),
+            "utc_offset_s": self.utc_offset_s,
             "weights": self.model.state_dict(),
         }
 
@@ -248,6 +251,7 @@ def train(
             series.times_ms[: split.train_end],
             (series.values[: split.train_end] - mean) / std,
             series.interval_s,
+            series.utc_offset_s,
         )
     x_all, y_all = features(
         series, adjacency, mean, std, bool(config.weekday), profiles, config.n_out
@@ -271,7 +275,7 @@ def train(
         config = replace(config, members=1)
     return Trained(
         kind, model, config, mean, std, adjacency, sum(f[1] for f in fits),
-        time.perf_counter() - started, best, profiles,
+        time.perf_counter() - started, best, profiles, series.utc_offset_s,
     )  # fmt: skip
 
 

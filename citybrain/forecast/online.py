@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class OnlineModel:
     adjacency: np.ndarray | None
     weekday: bool = True
     profiles: DayProfiles | None = None
+    utc_offset_s: int = 0  # the training data's local clock
 
     @classmethod
     def load(cls, onnx_path: Path) -> OnlineModel:
@@ -63,12 +64,19 @@ class OnlineModel:
             adjacency=None if adjacency is None else np.asarray(adjacency, np.float32),
             weekday=bool(meta.get("weekday", True)),
             profiles=DayProfiles.from_state(meta["profiles"]) if meta.get("profiles") else None,
+            utc_offset_s=int(meta.get("utc_offset_s", 0)),
         )
 
     def predict(self, recent: SeriesSet) -> np.ndarray:
         """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
         x, _ = features(
-            recent, self.adjacency, self.mean, self.std, self.weekday, self.profiles, self.n_out
+            replace(recent, utc_offset_s=self.utc_offset_s),
+            self.adjacency,
+            self.mean,
+            self.std,
+            self.weekday,
+            self.profiles,
+            self.n_out,
         )
         x = np.ascontiguousarray(x.transpose(1, 0, 2))
         ids = np.arange(x.shape[0], dtype=np.int64)

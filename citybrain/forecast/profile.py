@@ -32,20 +32,23 @@ def day_kind(times_ms: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class DayProfiles:
     """Sums and counts of the normalised readings per (day kind, slot of the day, detector)
-    over the rows ``[start_ms, end_ms)`` they were learnt from."""
+    over the rows ``[start_ms, end_ms)`` they were learnt from. Days and slots follow the
+    local clock, UTC + ``utc_offset_s``."""
 
     interval_s: int
     start_ms: int
     end_ms: int
     sums: np.ndarray  # [2, slots, N] float64
     counts: np.ndarray  # [2, slots, N] float64
+    utc_offset_s: int = 0
 
     @classmethod
-    def fit(cls, times_ms: np.ndarray, norm: np.ndarray, interval_s: int) -> DayProfiles:
+    def fit(
+        cls, times_ms: np.ndarray, norm: np.ndarray, interval_s: int, utc_offset_s: int = 0
+    ) -> DayProfiles:
         """``norm``: the normalised readings ``[T, N]`` (NaN = missing) at ``times_ms``."""
         slots = 86_400 // interval_s
-        kind = day_kind(times_ms)
-        slot = (times_ms // 1000 % 86_400 // interval_s).astype(np.int64)
+        kind, slot = _kind_and_slot(times_ms + utc_offset_s * 1000, interval_s)
         sums = np.zeros((2, slots, norm.shape[1]))
         counts = np.zeros((2, slots, norm.shape[1]))
         seen = ~np.isnan(norm)
@@ -53,15 +56,14 @@ class DayProfiles:
         np.add.at(counts, (kind, slot), seen)
         end = int(times_ms[-1]) + interval_s * 1000 if len(times_ms) else 0
         start = int(times_ms[0]) if len(times_ms) else 0
-        return cls(interval_s, start, end, sums, counts)
+        return cls(interval_s, start, end, sums, counts, utc_offset_s)
 
     def at(self, times_ms: np.ndarray, norm: np.ndarray | None = None) -> np.ndarray:
         """The profile ``[R, N]`` at ``times_ms`` (normalised units; 0, the detector's mean,
         where nothing is known). ``norm``: the readings at those times, where known, so a
         row inside the fitted range leaves its own day out."""
         n = self.sums.shape[2]
-        kind = day_kind(times_ms)
-        slot = (times_ms // 1000 % 86_400 // self.interval_s).astype(np.int64)
+        kind, slot = _kind_and_slot(times_ms + self.utc_offset_s * 1000, self.interval_s)
         own = np.zeros((len(times_ms), n))
         own_count = np.zeros((len(times_ms), n))
         if norm is not None:
@@ -87,6 +89,7 @@ class DayProfiles:
             "end_ms": self.end_ms,
             "sums": self.sums.tolist(),
             "counts": self.counts.tolist(),
+            "utc_offset_s": self.utc_offset_s,
         }
 
     @classmethod
@@ -97,4 +100,9 @@ class DayProfiles:
             int(state["end_ms"]),
             np.asarray(state["sums"], np.float64),
             np.asarray(state["counts"], np.float64),
+            int(state.get("utc_offset_s", 0)),
         )
+
+
+def _kind_and_slot(local_ms: np.ndarray, interval_s: int) -> tuple[np.ndarray, np.ndarray]:
+    return day_kind(local_ms), (local_ms // 1000 % 86_400 // interval_s).astype(np.int64)
