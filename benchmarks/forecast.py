@@ -13,6 +13,7 @@ Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -51,11 +52,14 @@ def run_dataset(name: str, series, adjacency, config, tmp: Path) -> dict:
     return results
 
 
-def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> dict:
-    """One forecast for ``detectors`` detectors from their last n_in readings, in ms."""
-    import onnxruntime as ort
+def serving_pass(
+    onnx_path: str, trained, series, detectors: int, reps: int, runtime: str = "onnxruntime"
+) -> dict:
+    """One forecast for ``detectors`` detectors from their last n_in readings, in ms, by
+    ``runtime`` as ``citybrain forecast serve --runtime`` would run it."""
+    from citybrain.forecast.online import OnlineModel
 
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    session = OnlineModel.load(Path(onnx_path), runtime).session
     n = series.values.shape[1]
     repeat = -(-detectors // n)
     config = trained.config
@@ -67,7 +71,7 @@ def serving_pass(onnx_path: str, trained, series, detectors: int, reps: int) -> 
         x, _ = trained.features(sub)
         x = np.ascontiguousarray(np.tile(x.transpose(1, 0, 2), (repeat, 1, 1))[:detectors])
         ids = np.tile(np.arange(n, dtype=np.int64), repeat)[:detectors]
-        out = session.run(None, {"x": x, "detector": ids})[0]
+        out = session.run(None, {"x": x, "detector": ids})[0]  # type: ignore[attr-defined]
         forecast = (
             out * np.tile(trained.std, repeat)[:detectors, None]
             + np.tile(trained.mean, repeat)[:detectors, None]
@@ -143,6 +147,11 @@ def main() -> int:
         figures[name]["model_vs_last_value"] = round(1 - result["model"]["mae_avg"] / last, 3)
     if los is not None:
         figures["serving"] = serving_pass(*los, detectors=args.detectors, reps=args.reps)
+        with contextlib.suppress(ImportError):  # without the openvino extra: ONNX Runtime only
+            by_openvino = serving_pass(*los, args.detectors, args.reps, runtime="openvino")
+            figures["serving"]["openvino"] = {
+                k: v for k, v in by_openvino.items() if k.startswith("forecast_pass")
+            }
         print(f"one forecast pass for {args.detectors} detectors: "
               f"p50 {figures['serving']['forecast_pass_p50_ms']} ms")  # fmt: skip
     figures["machine"] = machine_info()

@@ -3,12 +3,14 @@ fallbacks (saying why) where it cannot, never NaN or negative, served by the API
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from citybrain.config import CitybrainConfig
+from citybrain.forecast.data import SeriesSet
 from citybrain.forecast.online import ForecastService, OnlineModel
 from citybrain.history import LaneRow, open_history
 from tests.conftest import api_client
@@ -54,6 +56,12 @@ def test_online_forecasts_use_the_model_or_say_why_not(
     write_history(store, days=1, lanes=[("rsu-c", "E1", 400)])
 
     model = OnlineModel.load(tmp_path / "m.onnx")
+    recent = SeriesSet(series.values[-12:], int(series.times_ms[-12]), 300, series.ids)
+    if importlib.util.find_spec("openvino") is not None:  # the openvino extra
+        by_openvino = OnlineModel.load(tmp_path / "m.onnx", "openvino").predict(recent)
+        assert by_openvino == pytest.approx(model.predict(recent), rel=1e-3, abs=0.5)
+    with pytest.raises(ValueError, match="unknown forecast runtime"):
+        OnlineModel.load(tmp_path / "m.onnx", "tensorrt")
     forecasts = {f.detector: f for f in ForecastService(store, redis_client, model).run_once(now)}
     assert set(forecasts) == {*series.ids, "rsu-c/cam0/E1"}
     for detector in series.ids:

@@ -226,7 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("citybrain.forecast")
     config = load_citybrain_config(args.config, args.redis_url)
-    model = OnlineModel.load(Path(args.model)) if args.model else None
+    model = OnlineModel.load(Path(args.model), args.runtime) if args.model else None
     service = ForecastService(
         open_history(config.history.url),
         connect(config.bus.redis_url, config.bus.cluster),
@@ -253,6 +253,10 @@ def add_parser(sub: Any) -> None:
     actions = forecast.add_subparsers(dest="action", required=True)
     serve = actions.add_parser("serve", help="forecast every lane at each bin close")
     serve.add_argument("--model", help="exported M.onnx (M.json beside); none: fallbacks only")
+    serve.add_argument(
+        "--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+        help="what runs the model (openvino: the openvino extra, faster on x86 CPUs)",
+    )  # fmt: skip
     serve.add_argument("--bin", type=int, default=300, help="bin seconds without a model")
     serve.add_argument("--delay", type=float, default=15.0, help="seconds after a bin closes")
     serve.add_argument("--once", action="store_true", help="one pass, then exit")
