@@ -255,7 +255,7 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--model", help="exported M.onnx (M.json beside); none: fallbacks only")
     serve.add_argument(
         "--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
-        help="what runs the model (openvino: the openvino extra, faster on x86 CPUs)",
+        help="what runs the model (openvino: the openvino extra; see BENCHMARKS.md)",
     )  # fmt: skip
     serve.add_argument("--bin", type=int, default=300, help="bin seconds without a model")
     serve.add_argument("--delay", type=float, default=15.0, help="seconds after a bin closes")

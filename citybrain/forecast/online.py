@@ -48,8 +48,8 @@ class OnlineModel:
 
     @classmethod
     def load(cls, onnx_path: Path, runtime: str = "onnxruntime") -> OnlineModel:
-        """``runtime``: ``onnxruntime``, or ``openvino`` (the openvino extra; about 20%
-        faster on x86 CPUs, BENCHMARKS.md)."""
+        """``runtime``: ``onnxruntime``, or ``openvino`` (the openvino extra). On the benchmark
+        machine OpenVINO's median pass was 11-20% shorter, its p99 no better (BENCHMARKS.md)."""
         meta = orjson.loads(onnx_path.with_suffix(".json").read_bytes())
         if runtime == "openvino":
             session: object = OpenVinoSession(onnx_path)
