@@ -284,13 +284,14 @@ class YoloExportDetector(Detector):
         if not len(candidates):
             return Detections.empty()
         cx, cy, w, h = pred[:4, candidates]
+        left, top, right, bottom = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        letterboxed = np.stack((left, top, right, bottom), axis=1)
         # Boxes straight into the frame's pixels: undo the letterbox, clip to the frame.
         height, width = shape[:2]
-        x1 = np.clip((cx - w / 2 - box.pad_x) / box.scale, 0, width)
-        y1 = np.clip((cy - h / 2 - box.pad_y) / box.scale, 0, height)
-        x2 = np.clip((cx + w / 2 - box.pad_x) / box.scale, 0, width)
-        y2 = np.clip((cy + h / 2 - box.pad_y) / box.scale, 0, height)
-        letterboxed = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1)
+        x1 = np.clip((left - box.pad_x) / box.scale, 0, width)
+        y1 = np.clip((top - box.pad_y) / box.scale, 0, height)
+        x2 = np.clip((right - box.pad_x) / box.scale, 0, width)
+        y2 = np.clip((bottom - box.pad_y) / box.scale, 0, height)
         groups = self.nms_group[best]
         keep = batched_nms(letterboxed, conf, groups, self.config.iou)[: self.config.max_detections]
         xyxy = np.stack((x1[keep], y1[keep], x2[keep], y2[keep]), axis=1)

@@ -146,8 +146,6 @@ def load_trained(checkpoint: Path, kind: str) -> Trained:
     n = len(state["mean"])
     adjacency = None if state["adjacency"] is None else np.asarray(state["adjacency"], np.float32)
     profiles = state.get("profiles")  # absent in checkpoints from before profiles
-    if profiles is None:
-        config = replace(config, day_profile=False)
     if kind == "forecaster":
         inputs = next(v for k, v in state["weights"].items() if k.endswith("lstm.weight_ih_l0"))
         model = build_forecaster(n, inputs.shape[1] - config.embedding, config)

@@ -271,12 +271,29 @@ def train(
         best = _validation_mae(kind, model, config, x_all, y_all, split)
     else:
         model, _, best = fits[0]
-    if kind != "forecaster":
-        config = replace(config, members=1)
+    if kind != "forecaster":  # FC-LSTM: one model, no profile
+        config = replace(config, members=1, day_profile=False)
     return Trained(
         kind, model, config, mean, std, adjacency, sum(f[1] for f in fits),
         time.perf_counter() - started, best, profiles, series.utc_offset_s,
     )  # fmt: skip
+
+
+def _forward(
+    kind: str, model: Any, config: TrainConfig, x_all: np.ndarray, starts: np.ndarray
+) -> Any:
+    """The model's normalised forecasts ``[B, n_out, N]`` of the windows whose first target
+    is at ``starts``."""
+    torch = _torch()
+    n = x_all.shape[1]
+    hist = starts[:, None] + np.arange(-config.n_in, 0)[None, :]
+    if kind == "forecaster":
+        x = torch.from_numpy(x_all[hist])  # [B, n_in, N, F]
+        b = x.shape[0]
+        x = x.permute(0, 2, 1, 3).reshape(b * n, config.n_in, -1)
+        return model(x, torch.arange(n).repeat(b)).view(b, n, config.n_out).permute(0, 2, 1)
+    x = torch.from_numpy(x_all[hist][..., :2]).reshape(len(starts), config.n_in, 2 * n)
+    return model(x)
 
 
 def _loss(
@@ -285,18 +302,9 @@ def _loss(
 ) -> Any:  # fmt: skip
     """Masked MAE of the windows whose first target is at ``starts`` (normalised units)."""
     torch = _torch()
-    n = y_all.shape[1]
-    hist = starts[:, None] + np.arange(-config.n_in, 0)[None, :]
     targ = starts[:, None] + np.arange(config.n_out)[None, :]
     y = torch.from_numpy(y_all[targ])  # [B, n_out, N]
-    if kind == "forecaster":
-        x = torch.from_numpy(x_all[hist])  # [B, n_in, N, F]
-        b = x.shape[0]
-        x = x.permute(0, 2, 1, 3).reshape(b * n, config.n_in, -1)
-        pred = model(x, torch.arange(n).repeat(b)).view(b, n, config.n_out).permute(0, 2, 1)
-    else:
-        x = torch.from_numpy(x_all[hist][..., :2]).reshape(len(starts), config.n_in, 2 * n)
-        pred = model(x)
+    pred = _forward(kind, model, config, x_all, starts)
     valid = ~torch.isnan(y)
     return (pred - torch.nan_to_num(y)).abs()[valid].mean()
 
@@ -381,20 +389,10 @@ def predict(trained: Trained, series: SeriesSet, starts: np.ndarray) -> np.ndarr
     config = trained.config
     x_all, _ = trained.features(series)
     n = series.values.shape[1]
-    out = []
     with torch.no_grad():
-        for i in range(0, len(starts), 64):
-            chunk = starts[i : i + 64]
-            hist = chunk[:, None] + np.arange(-config.n_in, 0)[None, :]
-            if trained.kind == "forecaster":
-                x = torch.from_numpy(x_all[hist])
-                b = x.shape[0]
-                x = x.permute(0, 2, 1, 3).reshape(b * n, config.n_in, -1)
-                pred = trained.model(x, torch.arange(n).repeat(b)).view(b, n, config.n_out)
-                pred = pred.permute(0, 2, 1)
-            else:
-                x = torch.from_numpy(x_all[hist][..., :2]).reshape(len(chunk), config.n_in, 2 * n)
-                pred = trained.model(x)
-            out.append(pred.numpy())
+        out = [
+            _forward(trained.kind, trained.model, config, x_all, starts[i : i + 64]).numpy()
+            for i in range(0, len(starts), 64)
+        ]
     normed = np.concatenate(out) if out else np.zeros((0, config.n_out, n), np.float32)
     return normed * trained.std + trained.mean
