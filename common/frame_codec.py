@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from common.schemas import (
+    INT64_MAX,
     MAX_OBJECTS_PER_FRAME,
     SCHEMA_VERSION,
     FrameObjects,
@@ -34,9 +35,9 @@ from common.schemas import (
 # ``\Z``, not ``$``: msgspec matches with Python's re, whose ``$`` also matches before a
 # final newline; pydantic's (Rust) regex does not.
 _Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}\Z")]
-# Bounded to 64 bits: msgspec reads a longer integer literal as a float.
-_INT64_MAX = 2**63 - 1
-_Count = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
+# Bounded to 64 bits, as the schema is (msgspec would also read a longer integer literal as
+# a float).
+_Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 _EpochMs = _Count
 _NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 
@@ -89,8 +90,8 @@ class FrameView(_Strict):
     captured_at_ms: _EpochMs
     published_at_ms: _EpochMs
     pipeline_ms: _NonNegative
-    image_width: Annotated[int, msgspec.Meta(gt=0, le=_INT64_MAX)]
-    image_height: Annotated[int, msgspec.Meta(gt=0, le=_INT64_MAX)]
+    image_width: Annotated[int, msgspec.Meta(gt=0, le=INT64_MAX)]
+    image_height: Annotated[int, msgspec.Meta(gt=0, le=INT64_MAX)]
     objects: Annotated[list[PerceivedObjectView], msgspec.Meta(max_length=MAX_OBJECTS_PER_FRAME)]
 
 

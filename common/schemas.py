@@ -22,8 +22,14 @@ SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_OBJECTS_PER_FRAME = 2000
 
+# JSON allows integers of any size; Redis, SQLite and PostgreSQL keep 64 bits, and one too
+# large would fail the ingest worker's writes instead of the message's validation.
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-EpochMs = Annotated[int, Field(ge=0, description="UTC time, milliseconds since the Unix epoch")]
+EpochMs = Annotated[
+    int, Field(ge=0, le=INT64_MAX, description="UTC time, milliseconds since the Unix epoch")
+]
 
 
 class RoadUserClass(str, Enum):
@@ -59,7 +65,7 @@ class GeoPosition(_Message):
 class PerceivedObject(_Message):
     """One road user in one frame (RSM participant / CPM perceived object)."""
 
-    track_id: int | None = Field(None, ge=0, description="stable id across frames, if tracked")
+    track_id: Count | None = Field(None, description="stable id across frames, if tracked")
     category: RoadUserClass
     confidence: float = Field(ge=0.0, le=1.0)
     bbox: tuple[float, float, float, float] = Field(
@@ -79,7 +85,7 @@ class _RsuMessage(_Message):
     rsu_id: Identifier
     camera_id: Identifier
     run_id: Identifier = Field(description="changes each time the RSU process starts")
-    seq: int = Field(ge=0, description="sequence number of this kind of message in the run")
+    seq: Count = Field(description="sequence number of this kind of message in the run")
 
 
 class FrameObjects(_RsuMessage):
@@ -89,47 +95,47 @@ class FrameObjects(_RsuMessage):
     captured_at_ms: EpochMs
     published_at_ms: EpochMs
     pipeline_ms: float = Field(ge=0.0, description="decoded frame -> message ready, on the RSU")
-    image_width: int = Field(gt=0)
-    image_height: int = Field(gt=0)
+    image_width: Count = Field(gt=0)
+    image_height: Count = Field(gt=0)
     objects: list[PerceivedObject] = Field(max_length=MAX_OBJECTS_PER_FRAME)
 
 
 class LaneInterval(_Message):
     lane_id: str
     approach: str | None = None
-    counts: dict[RoadUserClass, int] = Field(
+    counts: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="road users that crossed a line in this lane"
     )
     mean_speed_mps: float | None = Field(None, ge=0.0)
     occupancy: float | None = Field(None, ge=0.0, le=1.0, description="share of time occupied")
-    queue_vehicles: int | None = Field(None, ge=0)
+    queue_vehicles: Count | None = None
     queue_m: float | None = Field(None, ge=0.0)
 
 
 class LineInterval(_Message):
     line_id: str
-    positive: dict[RoadUserClass, int] = Field(
+    positive: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="crossings left-to-right of the line's p1->p2"
     )
-    negative: dict[RoadUserClass, int] = Field(default_factory=dict)
+    negative: dict[RoadUserClass, Count] = Field(default_factory=dict)
 
 
 class ZoneInterval(_Message):
     zone_id: str
     kind: str = Field(description="crosswalk, waiting, intersection, no_stopping or area")
     approach: str | None = None
-    entered: dict[RoadUserClass, int] = Field(
+    entered: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="road users that came into the zone, once per visit"
     )
     mean_present: dict[RoadUserClass, float] = Field(
         default_factory=dict, description="mean road users inside per frame"
     )
-    max_present: int = Field(0, ge=0, description="most road users inside in one frame")
-    present: dict[RoadUserClass, int] = Field(
+    max_present: Count = Field(0, description="most road users inside in one frame")
+    present: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="road users inside at the interval's last frame"
     )
-    stopped: int = Field(0, ge=0, description="standing (not parked) at the last frame")
-    parked: int = Field(0, ge=0, description="parked at the last frame")
+    stopped: Count = Field(0, description="standing (not parked) at the last frame")
+    parked: Count = Field(0, description="parked at the last frame")
     longest_stay_s: float | None = Field(
         None, ge=0.0, description="how long the longest-staying road user present has been in"
     )
@@ -164,15 +170,15 @@ class RsuHealth(_RsuMessage):
     status: Literal["ok", "degraded", "down"]
     source_connected: bool
     fps: float = Field(ge=0.0, description="processed frames per second, recent window")
-    frames_processed: int = Field(ge=0)
-    frames_skipped: int = Field(ge=0)
+    frames_processed: Count
+    frames_skipped: Count
     latency: LatencySummary | None = None
     budget_ms: float = Field(gt=0.0)
-    budget_violations: int = Field(ge=0)
+    budget_violations: Count
     bus_connected: bool = True
-    spool_depth: int = Field(0, ge=0, description="messages waiting for the bus on the RSU")
-    spool_dropped: int = Field(0, ge=0, description="spooled messages dropped: spool full")
-    reconnects: int = Field(0, ge=0, description="bus reconnections since the RSU started")
+    spool_depth: Count = Field(0, description="messages waiting for the bus on the RSU")
+    spool_dropped: Count = Field(0, description="spooled messages dropped: spool full")
+    reconnects: Count = Field(0, description="bus reconnections since the RSU started")
     detail: str | None = Field(None, max_length=1000)
 
 

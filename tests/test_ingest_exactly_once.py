@@ -286,3 +286,35 @@ def test_a_batch_partly_applied_before_counts_only_its_new_messages(
     assert sum(b.frames for b in bins) == 16
     assert obs == Counter(o.category.value for f in frames for o in f.objects)
     assert state.camera_states("rsu-f")["cam0"]["frame"]["seq"] == 15
+
+
+def test_integers_beyond_64_bits_are_dead_lettered_naming_the_field(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """JSON allows any integer; Redis, SQLite and PostgreSQL keep 64 bits. A count of 2**64
+    once made the worker fail on every delivery of its batch, for ever."""
+    from common.schemas import LaneAggregates, LaneInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+    good = make_frames("rsu-g", 2, seed=3)
+    wide_seq = encode_message(good[1]).replace(b'"seq":1,', f'"seq":{2**70},'.encode())
+    lanes = LaneAggregates(
+        rsu_id="rsu-g", camera_id="cam0", run_id="run1", seq=0, interval_start_ms=T0,
+        interval_s=60, observed_s=60,
+        lanes=[LaneInterval(lane_id="L1", counts={RoadUserClass.car: 7})],
+    )  # fmt: skip
+    wide_count = encode_message(lanes).replace(b'"car":7', f'"car":{2**64}'.encode())
+    negative = encode_message(lanes).replace(b'"car":7', b'"car":-7')
+    assert wide_seq != encode_message(good[1]) and wide_count != negative
+    producer = StreamProducer(redis_client, config.bus)
+    sent = [encode_message(good[0]), wide_seq, wide_count, negative, encode_message(lanes)]
+    producer.publish([("rsu-g", payload) for payload in sent])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered) == (2, 3)
+    dead = redis_client.xrange(producer.stream_for("rsu-g").split(":rsu:")[0] + ":dead")
+    reasons = [entry[1][b"reason"].decode() for entry in dead]
+    assert reasons[0].startswith("invalid frame: frame.seq: ")
+    assert reasons[1].startswith("invalid lane_aggregates: lane_aggregates.lanes.0.counts.car: ")
+    assert reasons[2].endswith("lanes.0.counts.car: Input should be greater than or equal to 0")
+    bins = TrafficState(redis_client, config).counts("rsu-g", T0, T0 + 60_000, 60, lane_id="L1")
+    assert [b.counts for b in bins] == [{"car": 7}]
