@@ -31,8 +31,9 @@ def test_configs_validate_against_the_strict_schema() -> None:
 def test_compose_services_run_real_commands() -> None:
     compose = yaml.safe_load((DEPLOY / "center/docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"valkey", "postgres", "ingest-1", "ingest-2", "api"} <= set(services)
-    for name in ("ingest-1", "ingest-2", "api"):
+    workers = ("ingest-1", "ingest-2", "api", "forecast", "signals")
+    assert {"valkey", "postgres", *workers} <= set(services)
+    for name in workers:
         parses(services[name]["command"])
     assert "--aclfile" in services["valkey"]["command"][0]
     assert "user default on >" in services["valkey"]["command"][0]  # never a passwordless default
@@ -48,6 +49,10 @@ def test_kubernetes_workloads_run_real_commands_and_probe_health() -> None:
     api = docs[("Deployment", "citybrain-api")]["spec"]["template"]["spec"]["containers"][0]
     parses(api["args"])
     assert api["readinessProbe"]["httpGet"]["path"] == "/health"
+    for planner in ("citybrain-forecast", "citybrain-signals"):
+        spec = docs[("Deployment", planner)]["spec"]
+        assert spec["replicas"] == 1  # each pass covers the whole city; two would repeat it
+        parses(spec["template"]["spec"]["containers"][0]["args"])
     assert docs[("Service", "citybrain-api")]["spec"]["selector"] == {"app": "citybrain-api"}
     assert all(
         doc["metadata"].get("namespace", "citybrain") == "citybrain" for doc in docs.values()

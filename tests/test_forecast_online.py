@@ -4,13 +4,14 @@ fallbacks (saying why) where it cannot, never NaN or negative, served by the API
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from citybrain.config import CitybrainConfig
-from citybrain.forecast.data import SeriesSet
+from citybrain.forecast.data import SeriesSet, load_history
 from citybrain.forecast.online import ForecastService, OnlineModel
 from citybrain.history import LaneRow, open_history
 from tests.conftest import api_client
@@ -55,11 +56,17 @@ def test_online_forecasts_use_the_model_or_say_why_not(
     # A new lane with one bin of history: the model does not know it.
     write_history(store, days=1, lanes=[("rsu-c", "E1", 400)])
 
-    model = OnlineModel.load(tmp_path / "m.onnx")
+    model = OnlineModel.load(tmp_path / "m.onnx")  # serve's default: the int8 weights
     recent = SeriesSet(series.values[-12:], int(series.times_ms[-12]), 300, series.ids)
+    exact = OnlineModel.load(tmp_path / "m.onnx", precision="fp32").predict(recent)
+    # The int8 weights move a forecast of flows around 300 veh/h by a few veh/h at most.
+    assert model.predict(recent) == pytest.approx(exact, abs=5.0)
+    assert not np.array_equal(model.predict(recent), exact)  # it is the int8 model
     if importlib.util.find_spec("openvino") is not None:  # the openvino extra
-        by_openvino = OnlineModel.load(tmp_path / "m.onnx", "openvino").predict(recent)
-        assert by_openvino == pytest.approx(model.predict(recent), rel=1e-3, abs=0.5)
+        by_openvino = OnlineModel.load(tmp_path / "m.onnx", "openvino", "fp32").predict(recent)
+        assert by_openvino == pytest.approx(exact, rel=1e-3, abs=0.5)
+        in_bf16 = OnlineModel.load(tmp_path / "m.onnx", "openvino").predict(recent)
+        assert in_bf16 == pytest.approx(exact, abs=5.0)
     with pytest.raises(ValueError, match="unknown forecast runtime"):
         OnlineModel.load(tmp_path / "m.onnx", "tensorrt")
     forecasts = {f.detector: f for f in ForecastService(store, redis_client, model).run_once(now)}
@@ -103,3 +110,40 @@ def test_without_a_model_every_lane_gets_a_fallback(tmp_path: Path, redis_client
     level = 300 * (1 + 0.6 * np.sin(1 / 288 * 2 * np.pi))
     l1 = next(f for f in forecasts if f.detector == "rsu-a/cam0/L1")
     assert l1.flows_veh_h[0] == pytest.approx(round(level * 300 / 3600) * 12, abs=0.1)
+
+
+def test_serving_precisions_are_checked_and_old_exports_serve_fp32(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("torch", reason="exporting a model needs PyTorch (make install adds it)")
+    from citybrain.forecast.commands import export_onnx
+    from citybrain.forecast.model import TrainConfig, train
+    from citybrain.forecast.online import quantized_path
+    from citybrain.forecast.protocol import chronological_split
+
+    store = open_history(f"sqlite:///{tmp_path}/h.db")
+    write_history(store, days=2)
+    series = load_history(store, 300, T0, T0 + 2 * DAY_MS)
+    config = TrainConfig(hidden=8, epochs=1, max_train_windows=20, members=1)
+    trained = train("forecaster", series, chronological_split(len(series.values)), config,
+                    progress=False)  # fmt: skip
+    onnx = export_onnx(trained, tmp_path / "m.onnx", series.ids, series.interval_s)
+    assert quantized_path(onnx) == tmp_path / "m-int8.onnx" and quantized_path(onnx).exists()
+    with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
+        OnlineModel.load(onnx, "onnxruntime", "bf16")
+    with pytest.raises(ValueError, match="with openvino use bf16 or fp32"):
+        OnlineModel.load(onnx, "openvino", "int8")
+    with pytest.raises(ValueError, match="unknown forecast precision 'fp16'"):
+        OnlineModel.load(onnx, precision="fp16")
+    # A model exported before int8 serving: by default fp32, said in the log; asked for
+    # int8, an error naming the missing file.
+    quantized_path(onnx).unlink()
+    with caplog.at_level(logging.WARNING, logger="citybrain.forecast.online"):
+        old = OnlineModel.load(onnx)
+    assert "no int8 model beside it" in caplog.text
+    recent = SeriesSet(series.values[-12:], int(series.times_ms[-12]), 300, series.ids)
+    assert np.array_equal(
+        old.predict(recent), OnlineModel.load(onnx, precision="fp32").predict(recent)
+    )
+    with pytest.raises(FileNotFoundError, match=r"m-int8\.onnx not found"):
+        OnlineModel.load(onnx, precision="int8")

@@ -16,6 +16,7 @@ import orjson
 from citybrain.forecast.baselines import HistoricalAverage, last_value
 from citybrain.forecast.data import DataError, SeriesSet, load_long, load_wide_csv
 from citybrain.forecast.model import TrainConfig, Trained, input_features, predict, train
+from citybrain.forecast.online import PRECISIONS, quantized_path
 from citybrain.forecast.profile import DayProfiles
 from citybrain.forecast.protocol import Split, chronological_split, masked_metrics, window_starts
 
@@ -101,9 +102,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -> Path:
-    """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64); and
-    beside it ``.json``, what serving needs without PyTorch: the detector ids, the
-    normalisation, the window sizes and the adjacency."""
+    """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64); beside
+    it ``M-int8.onnx``, the same with int8 weights (ONNX Runtime's dynamic quantisation), and
+    ``M.json``, what serving needs without PyTorch: the detector ids, the normalisation, the
+    window sizes, the adjacency and the daily profiles."""
     import warnings
 
     import torch
@@ -118,6 +120,7 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
             input_names=["x", "detector"], output_names=["forecast"],
             dynamic_axes={"x": {0: "batch"}, "detector": {0: "batch"}, "forecast": {0: "batch"}},
         )  # fmt: skip
+    write_int8(path)
     meta = {
         "ids": ids,
         "interval_s": interval_s,
@@ -132,6 +135,26 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
     }
     path.with_suffix(".json").write_bytes(orjson.dumps(meta))
     return path
+
+
+def write_int8(onnx_path: Path) -> Path:
+    """``M-int8.onnx``: the LSTM and dense weights as int8, activations quantised per batch
+    at run time, for ``forecast serve --precision int8``."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = quantized_path(onnx_path)
+    # It warns on the root logger about shape pre-processing, which dynamic quantisation of
+    # these weights does not need.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        quantize_dynamic(onnx_path, out, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return out
 
 
 def load_trained(checkpoint: Path, kind: str) -> Trained:
@@ -224,7 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("citybrain.forecast")
     config = load_citybrain_config(args.config, args.redis_url)
-    model = OnlineModel.load(Path(args.model), args.runtime) if args.model else None
+    model = OnlineModel.load(Path(args.model), args.runtime, args.precision) if args.model else None
     service = ForecastService(
         open_history(config.history.url),
         connect(config.bus.redis_url, config.bus.cluster),
@@ -254,6 +277,11 @@ def add_parser(sub: Any) -> None:
     serve.add_argument(
         "--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
         help="what runs the model (openvino: the openvino extra; see BENCHMARKS.md)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="default: int8 with onnxruntime (M-int8.onnx, written by train), bf16 with "
+        "openvino; fp32 for the exact model (BENCHMARKS.md)",
     )  # fmt: skip
     serve.add_argument("--bin", type=int, default=300, help="bin seconds without a model")
     serve.add_argument("--delay", type=float, default=15.0, help="seconds after a bin closes")

@@ -13,6 +13,7 @@ planners.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -27,12 +28,30 @@ from citybrain.forecast.model import features
 from citybrain.forecast.profile import DayProfiles
 from citybrain.history import HistoryStore
 
+log = logging.getLogger(__name__)
+
 FORECASTS_HASH = "cb:forecasts"
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
+def default_precision(onnx_path: Path, runtime: str) -> str:
+    """The fastest precision that keeps the model's accuracy (BENCHMARKS.md)."""
+    if runtime == "openvino":
+        return "bf16"
+    if quantized_path(onnx_path).exists():
+        return "int8"
+    log.warning("%s has no int8 model beside it (exported before int8 serving): fp32", onnx_path)
+    return "fp32"
+
+
+def quantized_path(onnx_path: Path) -> Path:
+    """Where export writes the int8 model of ``M.onnx``: ``M-int8.onnx``."""
+    return onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
 
 
 @dataclass
 class OnlineModel:
-    """The exported forecaster (``M.onnx`` and ``M.json``), run by ONNX Runtime."""
+    """The exported forecaster (``M.onnx`` and ``M.json``), run by ONNX Runtime or OpenVINO."""
 
     session: object
     ids: dict[str, int]
@@ -47,16 +66,41 @@ class OnlineModel:
     utc_offset_s: int = 0  # the training data's local clock
 
     @classmethod
-    def load(cls, onnx_path: Path, runtime: str = "onnxruntime") -> OnlineModel:
-        """``runtime``: ``onnxruntime``, or ``openvino`` (the openvino extra). On the benchmark
-        machine OpenVINO's median pass was 11-20% shorter, its p99 no better (BENCHMARKS.md)."""
+    def load(
+        cls, onnx_path: Path, runtime: str = "onnxruntime", precision: str | None = None
+    ) -> OnlineModel:
+        """``runtime``: ``onnxruntime``, or ``openvino`` (the openvino extra).
+
+        ``precision``: ``fp32``; ``int8``, ONNX Runtime on the int8-weight ``M-int8.onnx``
+        that export writes beside ``M.onnx``; ``bf16``, OpenVINO on CPUs with bf16 arithmetic
+        (elsewhere OpenVINO runs fp32). By default int8 with ONNX Runtime (fp32 for a model
+        exported without it) and bf16 with OpenVINO: on the benchmark machine int8 took about
+        a sixth off a pass of ONNX Runtime, and either moved the Los-loop test MAE by less
+        than 0.1% (BENCHMARKS.md)."""
         meta = orjson.loads(onnx_path.with_suffix(".json").read_bytes())
+        if precision is None:
+            precision = default_precision(onnx_path, runtime)
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown forecast precision {precision!r}: {', '.join(PRECISIONS)}")
         if runtime == "openvino":
-            session: object = OpenVinoSession(onnx_path)
+            if precision == "int8":
+                raise ValueError(
+                    "int8 is ONNX Runtime's dynamic quantisation; with openvino use bf16 or fp32"
+                )
+            session: object = OpenVinoSession(onnx_path, precision)
         elif runtime == "onnxruntime":
+            if precision == "bf16":
+                raise ValueError("bf16 needs runtime openvino; ONNX Runtime serves fp32 or int8")
             import onnxruntime as ort
 
-            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            path = quantized_path(onnx_path) if precision == "int8" else onnx_path
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path} not found: `citybrain forecast train` writes it beside M.onnx "
+                    "(models exported before int8 serving have none: train again, or serve "
+                    "with precision fp32)"
+                )
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         else:
             raise ValueError(f"unknown forecast runtime {runtime!r}: onnxruntime or openvino")
         adjacency = meta.get("adjacency")
@@ -74,10 +118,10 @@ class OnlineModel:
             utc_offset_s=int(meta.get("utc_offset_s", 0)),
         )
 
-    def predict(self, recent: SeriesSet) -> np.ndarray:
-        """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
+    def features(self, series: SeriesSet) -> np.ndarray:
+        """The model's step features ``[T, N, F]`` of ``series`` (its detectors, its order)."""
         x, _ = features(
-            replace(recent, utc_offset_s=self.utc_offset_s),
+            replace(series, utc_offset_s=self.utc_offset_s),
             self.adjacency,
             self.mean,
             self.std,
@@ -85,16 +129,25 @@ class OnlineModel:
             self.profiles,
             self.n_out,
         )
-        x = np.ascontiguousarray(x.transpose(1, 0, 2))
-        ids = np.arange(x.shape[0], dtype=np.int64)
-        out = self.session.run(None, {"x": x, "detector": ids})[0]  # type: ignore[attr-defined]
+        return x
+
+    def run(self, x: np.ndarray, detector: np.ndarray) -> np.ndarray:
+        """Normalised forecasts ``[B, n_out]`` of windows ``x [B, n_in, F]`` of ``detector``."""
+        feeds = {"x": np.ascontiguousarray(x), "detector": detector.astype(np.int64)}
+        return self.session.run(None, feeds)[0]  # type: ignore[attr-defined]
+
+    def predict(self, recent: SeriesSet) -> np.ndarray:
+        """``recent``: the model's detectors in its order, the last n_in rows -> [N, n_out]."""
+        x = self.features(recent).transpose(1, 0, 2)
+        out = self.run(x, np.arange(x.shape[0]))
         return out * self.std[:, None] + self.mean[:, None]
 
 
 class OpenVinoSession:
-    """An exported forecaster compiled by OpenVINO (CPU, fp32), with ONNX Runtime's ``run``."""
+    """An exported forecaster compiled by OpenVINO (CPU, fp32 or bf16), with ONNX Runtime's
+    ``run``."""
 
-    def __init__(self, onnx_path: Path) -> None:
+    def __init__(self, onnx_path: Path, precision: str = "fp32") -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -102,7 +155,8 @@ class OpenVinoSession:
                 "the openvino runtime needs the openvino extra: "
                 "pip install 'v2x-citybrain[openvino]'"
             ) from None
-        properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        hint = "bf16" if precision == "bf16" else "f32"
+        properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
         compiled = ov.Core().compile_model(str(onnx_path), "CPU", properties)
         self._request = compiled.create_infer_request()
 
