@@ -130,11 +130,12 @@ def ingest_config(url: str, partitions: int, batch: int, history: str) -> object
 
 
 def ingest_drain(url: str, partitions: int, batch: int, history: str, expected: int) -> float:
-    from citybrain.ingest import IngestWorker, tune_gc
+    from citybrain.ingest import IngestWorker
+    from common.gc_policy import favour_throughput
 
     worker = IngestWorker(ingest_config(url, partitions, batch, history))  # type: ignore[arg-type]
     worker.consumer.ensure_groups()
-    tune_gc()  # as IngestWorker.run() does
+    favour_throughput()  # as IngestWorker.run() does
     start = time.perf_counter()
     while worker.stats.delivered < expected:
         if not worker.step():
@@ -145,13 +146,14 @@ def ingest_drain(url: str, partitions: int, batch: int, history: str, expected: 
 def run_worker(args: argparse.Namespace) -> int:
     """--worker mode: one ingest process; writes its latency samples on SIGTERM.  With
     --drain-go FILE: waits for FILE, drains the backlog, and writes when it drained."""
-    from citybrain.ingest import IngestWorker, install_signal_handlers, tune_gc
+    from citybrain.ingest import IngestWorker, install_signal_handlers
+    from common.gc_policy import favour_throughput
 
     config = ingest_config(args.url, args.partitions, args.batch, args.history)
     worker = IngestWorker(config)  # type: ignore[arg-type]
     if args.drain_go:
         worker.consumer.ensure_groups()
-        tune_gc()
+        favour_throughput()
         go = Path(args.drain_go)
         while not go.exists():
             time.sleep(0.001)

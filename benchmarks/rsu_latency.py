@@ -90,9 +90,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) -> dict[str, object]:
+    import gc
+
     from rsu.publish_thread import favour_camera_loop
 
     with favour_camera_loop():  # as RSU processes run their camera loop
+        if args.gc == "interpreter":
+            gc.enable()  # collections wherever allocations trigger them, as before
         return _run_ours(args, frames, runtime)
 
 
@@ -148,6 +152,7 @@ def _run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) 
         "stages": {k: list(v) for k, v in ours.timer.samples.items() if v},
         "objects": objects,
         "budget_ms": config.budget_ms,
+        "gc_between_frames": list(ours.timer.between_frames),
     }
 
 
@@ -194,6 +199,13 @@ def our_figures(runs: list[dict]) -> dict[str, object]:
         "budget_violations_share": round(
             sum(t > runs[0]["budget_ms"] for t in total) / len(total), 3
         ),
+        # Collections run after a frame was sent (common/gc_policy.py): in no frame's time.
+        "gc_between_frames_share": round(
+            sum(len(r["gc_between_frames"]) for r in runs) / len(total), 3
+        ),
+        "gc_between_frames_max_ms": round(
+            max((t for r in runs for t in r["gc_between_frames"]), default=0.0), 2
+        ),
     }
 
 
@@ -213,6 +225,12 @@ def main() -> int:
     )
     parser.add_argument("--openvino-precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument(
+        "--gc",
+        default="between-frames",
+        help="garbage collection in our camera loop, comma-separated to compare: "
+        "between-frames (as the RSU runs) or interpreter (automatic, inside frames)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,15 +249,24 @@ def main() -> int:
         Path(args.out).write_bytes(orjson.dumps(result))
         return 0
 
-    runtimes = args.runtimes.split(",")
+    gc_modes = args.gc.split(",")
+    # One of ours per runtime and garbage-collection mode; named by the runtime alone when
+    # only one mode is run.
+    ours_sides = {
+        runtime if len(gc_modes) == 1 else f"{runtime}:{mode}": (runtime, mode)
+        for runtime in args.runtimes.split(",")
+        for mode in gc_modes
+    }
+    runtimes = list(ours_sides)
     sides = runtimes if args.skip_ultralytics else [*runtimes, "ultralytics"]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
             for side in sides:
                 out = Path(tmp) / f"{side}-{round_no}.json"
+                worker, mode = ours_sides.get(side, (side, gc_modes[0]))
                 command = [
-                    sys.executable, __file__, "--worker", side, "--out", str(out),
+                    sys.executable, __file__, "--worker", worker, "--gc", mode, "--out", str(out),
                     "--scene", args.scene, "--imgsz", str(args.imgsz), "--pt", args.pt,
                     "--frames", str(args.frames), "--threads", str(args.threads),
                     "--openvino-precision", args.openvino_precision,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from common.frame_codec import BusMessage
+from common.gc_policy import collect_between_frames
 from rsu.publisher import BusPublisher
 from rsu.spool import Spool
 
@@ -40,11 +41,13 @@ CAMERA_LOOP_SWITCH_INTERVAL_S = 0.05
 
 @contextmanager
 def favour_camera_loop() -> Iterator[None]:
-    """While the camera loop runs: let it keep the GIL between its own releases."""
+    """While the camera loop runs: let it keep the GIL between its own releases, and run the
+    garbage collector between frames (the pipeline calls ``collect_due``), not inside them."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(CAMERA_LOOP_SWITCH_INTERVAL_S)
     try:
-        yield
+        with collect_between_frames():
+            yield
     finally:
         sys.setswitchinterval(before)
 

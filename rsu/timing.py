@@ -14,13 +14,15 @@ class StageTimer:
     """Keeps the last ``window`` samples of each stage and of the whole frame, in ms.
 
     ``recent`` holds the last ``recent_window`` frame totals: what health reports, cheap
-    enough to summarise every second inside the pipeline.
+    enough to summarise every second inside the pipeline. ``between_frames``: the garbage
+    collections run after a frame was sent (common/gc_policy.py), outside every frame.
     """
 
     def __init__(self, window: int = 10_000, recent_window: int = 300) -> None:
         self.samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
         self.total: deque[float] = deque(maxlen=window)
         self.recent: deque[float] = deque(maxlen=recent_window)
+        self.between_frames: deque[float] = deque(maxlen=window)
         self.last: dict[str, float] = {}  # stages of the last closed frame
         self._current: dict[str, float] = {}
 
