@@ -13,6 +13,7 @@ import threading
 import time
 
 from common.config import ConfigError
+from common.gc_policy import collect_due
 from rsu.components import detector_for, publisher_for, tracker_for
 from rsu.config import RsuConfig
 from rsu.metrics import RsuMetrics
@@ -54,6 +55,7 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
                     next_idle_health = now + config.health_interval_s
                     publisher.send([pipeline.health(status="ok")])
                 publisher.drain()
+                collect_due()  # the pipeline does after each frame; with no frames, here
                 continue
             if now - last_processed < min_gap:
                 continue  # over max_fps: this frame is dropped, a newer one will come
