@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
+
+import pytest
 
 from common.gc_policy import collect_between_frames, collect_due
+
+
+@pytest.fixture(autouse=True)
+def interpreter_thresholds() -> Iterator[None]:
+    """The interpreter's default thresholds (an ingest test in this process may have raised
+    them, as the ingest worker does)."""
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
 
 
 class _Node:
