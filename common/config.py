@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
-    """Base for config objects: unknown keys rejected, values immutable after load."""
+    """Base for config objects and API request bodies: unknown keys rejected, no NaN or
+    infinity (``.inf`` in YAML, ``1e999`` in JSON), values immutable after load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):

@@ -49,7 +49,9 @@ VEHICLE_CLASSES = frozenset(
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity: JSON has neither, yet the parser reads `Infinity` and `1e999`; one
+    # stored would break every JSON answer about its RSU.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GroundPosition(_Message):

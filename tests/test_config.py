@@ -32,6 +32,15 @@ def test_wrong_type_names_path_and_reason(tmp_path: Path) -> None:
         load_config(CitybrainConfig, path)
 
 
+def test_infinity_and_nan_are_rejected_naming_the_field(tmp_path: Path) -> None:
+    from rsu.config import RsuConfig
+
+    for value in (".inf", ".nan"):
+        path = write(tmp_path, f"rsu_id: r1\nbudget_ms: {value}\n")
+        with pytest.raises(ConfigError, match=r"budget_ms: Input should be a finite number"):
+            load_config(RsuConfig, path)
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bus:\n  partitions: [1, 2\n")
     with pytest.raises(ConfigError, match=r"invalid YAML .* at line"):

@@ -318,3 +318,39 @@ def test_integers_beyond_64_bits_are_dead_lettered_naming_the_field(
     assert reasons[2].endswith("lanes.0.counts.car: Input should be greater than or equal to 0")
     bins = TrafficState(redis_client, config).counts("rsu-g", T0, T0 + 60_000, 60, lane_id="L1")
     assert [b.counts for b in bins] == [{"car": 7}]
+
+
+def test_non_finite_numbers_are_dead_lettered_not_stored(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """JSON has no infinity, but `1e999` and `Infinity` parse as one. Such a message was
+    applied (and the RSU's good copy then dropped as its duplicate), and every later read of
+    the RSU's state failed on it."""
+    from common.schemas import LaneAggregates, LaneInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+    lanes = LaneAggregates(
+        rsu_id="rsu-h", camera_id="cam0", run_id="run1", seq=0, interval_start_ms=T0,
+        interval_s=60, observed_s=60,
+        lanes=[LaneInterval(lane_id="L1", counts={RoadUserClass.car: 7}, mean_speed_mps=5.5)],
+    )  # fmt: skip
+    good = encode_message(lanes)
+    sent = [
+        good.replace(b'"mean_speed_mps":5.5', b'"mean_speed_mps":1e999'),
+        good.replace(b'"interval_s":60.0', b'"interval_s":Infinity'),
+        good,
+    ]
+    assert len(set(sent)) == 3
+    producer = StreamProducer(redis_client, config.bus)
+    producer.publish([("rsu-h", payload) for payload in sent])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered, stats.duplicates) == (1, 2, 0)
+    dead = redis_client.xrange(producer.stream_for("rsu-h").split(":rsu:")[0] + ":dead")
+    reasons = [entry[1][b"reason"].decode() for entry in dead]
+    assert reasons[0].startswith("not JSON: number is infinity")
+    assert reasons[1].startswith("not JSON: unexpected character")
+    state = TrafficState(redis_client, config)
+    lane = state.camera_states("rsu-h")["cam0"]["lanes"]["lanes"][0]
+    assert lane["mean_speed_mps"] == 5.5
+    bins = state.counts("rsu-h", T0, T0 + 60_000, 60, lane_id="L1")
+    assert [b.counts for b in bins] == [{"car": 7}]
