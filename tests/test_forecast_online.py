@@ -147,3 +147,28 @@ def test_serving_precisions_are_checked_and_old_exports_serve_fp32(
     )
     with pytest.raises(FileNotFoundError, match=r"m-int8\.onnx not found"):
         OnlineModel.load(onnx, precision="int8")
+
+
+def test_the_fallback_keeps_weekends_apart_on_the_local_clock(tmp_path: Path, redis_client) -> None:
+    """Without a model, a Saturday is forecast from Saturdays and Sundays at that time of
+    day: in Beijing (UTC+8) traffic that is 120 veh/h at weekends and 600 on weekdays."""
+    from citybrain.forecast.profile import day_kind
+
+    offset_s = 8 * 3600
+    store = open_history(f"sqlite:///{tmp_path}/h.db")
+    rows = []
+    for k in range(9 * 288):  # T0 is a Thursday, 08:00 in Beijing
+        at = T0 + k * 300_000
+        weekend = bool(day_kind(np.array([at + offset_s * 1000]))[0])
+        vehicles = 10 if weekend else 50  # per 5 minutes: 120 and 600 veh/h
+        rows.append(LaneRow("rsu-a", "cam0", "r", k, "L1", "south", at, 300.0,
+                            {"car": vehicles}, 8.0, 0.2, 1, 5.0))  # fmt: skip
+    store.write(rows)
+    saturday = T0 + 9 * DAY_MS - offset_s * 1000 + 1  # Saturday 00:00 in Beijing
+    local = ForecastService(store, redis_client, utc_offset_s=offset_s).run_once(saturday)
+    assert local[0].method == "historical_average"
+    assert local[0].flows_veh_h == [120.0] * 12
+    # On UTC's clock it is Friday 16:00: weekday hours, of which the history's local
+    # Saturdays' first hours are part.
+    utc = ForecastService(store, redis_client).run_once(saturday)
+    assert utc[0].flows_veh_h != [120.0] * 12

@@ -253,6 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         connect(config.bus.redis_url, config.bus.cluster),
         model,
         bin_s=args.bin,
+        utc_offset_s=None if args.utc_offset is None else round(args.utc_offset * 3600),
     )
     while True:
         forecasts = service.run_once()
@@ -284,6 +285,11 @@ def add_parser(sub: Any) -> None:
         "openvino; fp32 for the exact model (BENCHMARKS.md)",
     )  # fmt: skip
     serve.add_argument("--bin", type=int, default=300, help="bin seconds without a model")
+    serve.add_argument(
+        "--utc-offset", type=float,
+        help="hours from UTC to the detectors' local clock, for the fallback's time of day "
+        "and weekends (default: the model's, else 0)",
+    )  # fmt: skip
     serve.add_argument("--delay", type=float, default=15.0, help="seconds after a bin closes")
     serve.add_argument("--once", action="store_true", help="one pass, then exit")
     serve.add_argument("--config", help="citybrain YAML config")

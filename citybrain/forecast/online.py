@@ -25,7 +25,7 @@ import redis
 
 from citybrain.forecast.data import SeriesSet, load_history
 from citybrain.forecast.model import features
-from citybrain.forecast.profile import DayProfiles
+from citybrain.forecast.profile import DayProfiles, day_kind
 from citybrain.history import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,16 @@ class ForecastService:
         bin_s: int = 300,
         n_out: int = 12,
         lookback_days: int = 7,
+        utc_offset_s: int | None = None,
     ) -> None:
+        """``utc_offset_s``: the detectors' local clock, for the fallback's time of day and
+        weekends (default: the model's, else UTC)."""
         self.history = history
         self.client = client
         self.model = model
+        if utc_offset_s is None:
+            utc_offset_s = model.utc_offset_s if model else 0
+        self.utc_offset_s = utc_offset_s
         self.bin_s = model.interval_s if model else bin_s
         self.n_out = model.n_out if model else n_out
         self.n_in = model.n_in if model else 12
@@ -215,7 +221,8 @@ class ForecastService:
         return forecasts
 
     def history_series(self, since_ms: int, until_ms: int) -> SeriesSet:
-        return load_history(self.history, self.bin_s, since_ms, until_ms)
+        series = load_history(self.history, self.bin_s, since_ms, until_ms)
+        return replace(series, utc_offset_s=self.utc_offset_s)
 
     def forecast(self, series: SeriesSet, now_ms: int) -> list[Forecast]:
         out = []
@@ -231,7 +238,7 @@ class ForecastService:
                 names = sorted(self.model.ids, key=self.model.ids.get)  # type: ignore[arg-type]
                 predicted = self.model.predict(SeriesSet(grid, int(start), self.bin_s, names))
                 model_rows = {d: predicted[self.model.ids[d]] for d in known}
-        tod = series.time_of_day()
+        calendar = _Calendar.of(series, self.n_out)
         for j, detector in enumerate(series.ids):
             column = series.values[:, j]
             history_here = recent[:, j]
@@ -242,7 +249,7 @@ class ForecastService:
             elif flows is None:
                 reason = "no trained model" if self.model is None else "unknown to the model"
             if flows is None or not np.all(np.isfinite(flows)):
-                method, flows = self._fallback(column, tod)
+                method, flows = self._fallback(column, calendar)
             out.append(
                 Forecast(
                     detector=detector,
@@ -255,20 +262,40 @@ class ForecastService:
             )
         return out
 
-    def _fallback(self, column: np.ndarray, tod: np.ndarray) -> tuple[str, np.ndarray]:
-        """Historical average at the same time of day, else the last value, else zeros."""
-        slots = 86_400 // self.bin_s
-        future = (tod[-1] + 1 + np.arange(self.n_out)) % slots
+    def _fallback(self, column: np.ndarray, calendar: _Calendar) -> tuple[str, np.ndarray]:
+        """Historical average at the same time of day, weekdays apart from weekends (every
+        day at that time where the day kind has none), else the last value, else zeros."""
         valid = ~np.isnan(column)
         averages = []
-        for slot in future:
-            same = valid & (tod == slot)
-            averages.append(float(column[same].mean()) if same.any() else math.nan)
+        for slot, kind in zip(calendar.ahead_slots, calendar.ahead_kinds, strict=True):
+            same = valid & (calendar.slots == slot)
+            same_kind = same & (calendar.kinds == kind)
+            rows = same_kind if same_kind.any() else same
+            averages.append(float(column[rows].mean()) if rows.any() else math.nan)
         if not any(math.isnan(a) for a in averages):
             return "historical_average", np.asarray(averages)
         if valid.any():
             return "last_value", np.full(self.n_out, column[valid][-1])
         return "none", np.zeros(self.n_out)
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """Slot of the day and day kind (weekday, weekend) of a series' rows, on its local
+    clock, and of the ``n_out`` bins after its last row."""
+
+    slots: np.ndarray
+    kinds: np.ndarray
+    ahead_slots: np.ndarray
+    ahead_kinds: np.ndarray
+
+    @classmethod
+    def of(cls, series: SeriesSet, n_out: int) -> _Calendar:
+        local = series.local_ms
+        last = int(local[-1]) if len(local) else 0
+        ahead = last + (1 + np.arange(n_out, dtype=np.int64)) * series.interval_s * 1000
+        ahead_slots = ahead // 1000 % 86_400 // series.interval_s
+        return cls(series.time_of_day(), day_kind(local), ahead_slots, day_kind(ahead))
 
 
 def stored_forecasts(client: redis.Redis, detectors: list[str] | None = None) -> list[dict]:
