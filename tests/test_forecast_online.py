@@ -172,3 +172,33 @@ def test_the_fallback_keeps_weekends_apart_on_the_local_clock(tmp_path: Path, re
     # Saturdays' first hours are part.
     utc = ForecastService(store, redis_client).run_once(saturday)
     assert utc[0].flows_veh_h != [120.0] * 12
+
+
+def test_profiles_travel_in_a_binary_file_and_older_exports_still_load(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="exporting a model needs PyTorch (make install adds it)")
+    import orjson
+
+    from citybrain.forecast.commands import export_onnx
+    from citybrain.forecast.model import TrainConfig, train
+    from citybrain.forecast.protocol import chronological_split
+
+    store = open_history(f"sqlite:///{tmp_path}/h.db")
+    write_history(store, days=2)
+    series = load_history(store, 300, T0, T0 + 2 * DAY_MS)
+    config = TrainConfig(hidden=8, epochs=1, max_train_windows=20, members=1)
+    trained = train("forecaster", series, chronological_split(len(series.values)), config,
+                    progress=False)  # fmt: skip
+    onnx = export_onnx(trained, tmp_path / "m.onnx", series.ids, series.interval_s)
+    meta = orjson.loads((tmp_path / "m.json").read_bytes())
+    assert meta["profiles"]["arrays"] == "m-profiles.npz" and "sums" not in meta["profiles"]
+    model = OnlineModel.load(onnx, precision="fp32")
+    assert trained.profiles is not None and model.profiles is not None
+    assert np.array_equal(model.profiles.sums, trained.profiles.sums)
+    assert np.array_equal(model.profiles.counts, trained.profiles.counts)
+    recent = SeriesSet(series.values[-12:], int(series.times_ms[-12]), 300, series.ids)
+    # An export from before: the arrays inside the JSON.
+    meta["profiles"] = trained.profiles.state()
+    (tmp_path / "m.json").write_bytes(orjson.dumps(meta))
+    (tmp_path / "m-profiles.npz").unlink()
+    older = OnlineModel.load(onnx, precision="fp32")
+    assert np.array_equal(older.predict(recent), model.predict(recent))

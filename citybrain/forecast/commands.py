@@ -105,7 +105,8 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
     """The forecaster as ONNX: inputs ``x [B, n_in, F]`` and ``detector [B]`` (int64); beside
     it ``M-int8.onnx``, the same with int8 weights (ONNX Runtime's dynamic quantisation), and
     ``M.json``, what serving needs without PyTorch: the detector ids, the normalisation, the
-    window sizes, the adjacency and the daily profiles."""
+    window sizes, the adjacency, and the daily profiles, whose arrays are in
+    ``M-profiles.npz``."""
     import warnings
 
     import torch
@@ -130,7 +131,9 @@ def export_onnx(trained: Trained, path: Path, ids: list[str], interval_s: int) -
         "mean": trained.mean.tolist(),
         "std": trained.std.tolist(),
         "adjacency": None if trained.adjacency is None else trained.adjacency.tolist(),
-        "profiles": None if trained.profiles is None else trained.profiles.state(),
+        "profiles": None
+        if trained.profiles is None
+        else trained.profiles.write_arrays(path.with_name(f"{path.stem}-profiles.npz")),
         "utc_offset_s": trained.utc_offset_s,
     }
     path.with_suffix(".json").write_bytes(orjson.dumps(meta))

@@ -114,7 +114,7 @@ class OnlineModel:
             std=np.asarray(meta["std"], np.float32),
             adjacency=None if adjacency is None else np.asarray(adjacency, np.float32),
             weekday=bool(meta.get("weekday", True)),
-            profiles=DayProfiles.from_state(meta["profiles"]) if meta.get("profiles") else None,
+            profiles=_profiles(meta.get("profiles"), onnx_path.parent),
             utc_offset_s=int(meta.get("utc_offset_s", 0)),
         )
 
@@ -141,6 +141,14 @@ class OnlineModel:
         x = self.features(recent).transpose(1, 0, 2)
         out = self.run(x, np.arange(x.shape[0]))
         return out * self.std[:, None] + self.mean[:, None]
+
+
+def _profiles(state: dict | None, folder: Path) -> DayProfiles | None:
+    if not state:
+        return None
+    if "arrays" in state:
+        return DayProfiles.read_arrays(state, folder)
+    return DayProfiles.from_state(state)  # exported before the arrays had a file of their own
 
 
 class OpenVinoSession:
