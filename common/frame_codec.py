@@ -35,6 +35,7 @@ from common.schemas import (
 # ``\Z``, not ``$``: msgspec matches with Python's re, whose ``$`` also matches before a
 # final newline; pydantic's (Rust) regex does not.
 _Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}\Z")]
+_SceneId = Annotated[str, msgspec.Meta(pattern=r"^[^|]{1,128}\Z")]
 # Bounded to 64 bits, as the schema is (msgspec would also read a longer integer literal as
 # a float).
 _Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
@@ -72,7 +73,7 @@ class PerceivedObjectView(_Strict, kw_only=True):
     geo: GeoPositionView | None = None
     speed_mps: _NonNegative | None = None
     heading_deg: Annotated[float, msgspec.Meta(ge=0.0, lt=360.0)] | None = None
-    lane_id: str | None = None
+    lane_id: _SceneId | None = None
 
 
 class FrameView(_Strict):

@@ -27,6 +27,9 @@ MAX_OBJECTS_PER_FRAME = 2000
 INT64_MAX = 2**63 - 1
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+# Lane, line and zone ids: a scene's own, or a simulator's; the center joins them into its
+# counter names with "|" (citybrain/keys.py), so that one character is not theirs to use.
+SceneId = Annotated[str, Field(pattern=r"^[^|]{1,128}$")]
 EpochMs = Annotated[
     int, Field(ge=0, le=INT64_MAX, description="UTC time, milliseconds since the Unix epoch")
 ]
@@ -77,7 +80,7 @@ class PerceivedObject(_Message):
     geo: GeoPosition | None = Field(None, description="WGS84, when the scene is georeferenced")
     speed_mps: float | None = Field(None, ge=0.0)
     heading_deg: float | None = Field(None, ge=0.0, lt=360.0, description="clockwise from north")
-    lane_id: str | None = None
+    lane_id: SceneId | None = None
 
 
 class _RsuMessage(_Message):
@@ -103,7 +106,7 @@ class FrameObjects(_RsuMessage):
 
 
 class LaneInterval(_Message):
-    lane_id: str
+    lane_id: SceneId
     approach: str | None = None
     counts: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="road users that crossed a line in this lane"
@@ -115,7 +118,7 @@ class LaneInterval(_Message):
 
 
 class LineInterval(_Message):
-    line_id: str
+    line_id: SceneId
     positive: dict[RoadUserClass, Count] = Field(
         default_factory=dict, description="crossings left-to-right of the line's p1->p2"
     )
@@ -123,7 +126,7 @@ class LineInterval(_Message):
 
 
 class ZoneInterval(_Message):
-    zone_id: str
+    zone_id: SceneId
     kind: str = Field(description="crosswalk, waiting, intersection, no_stopping or area")
     approach: str | None = None
     entered: dict[RoadUserClass, Count] = Field(

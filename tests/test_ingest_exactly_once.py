@@ -354,3 +354,31 @@ def test_non_finite_numbers_are_dead_lettered_not_stored(
     assert lane["mean_speed_mps"] == 5.5
     bins = state.counts("rsu-h", T0, T0 + 60_000, 60, lane_id="L1")
     assert [b.counts for b in bins] == [{"car": 7}]
+
+
+def test_a_lane_id_with_the_field_separator_is_dead_lettered(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Counters are named "bin|camera|lane|metric|class": a lane id holding "|" made every
+    later count query of its RSU fail."""
+    from common.schemas import LaneAggregates, LaneInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+
+    def lanes(seq: int, lane_id: str) -> LaneAggregates:
+        return LaneAggregates(
+            rsu_id="rsu-i", camera_id="cam0", run_id="run1", seq=seq, interval_start_ms=T0,
+            interval_s=60, observed_s=60,
+            lanes=[LaneInterval(lane_id=lane_id, counts={RoadUserClass.car: 3})],
+        )  # fmt: skip
+
+    producer = StreamProducer(redis_client, config.bus)
+    good = encode_message(lanes(1, "L1"))
+    piped = encode_message(lanes(0, "L1")).replace(b'"lane_id":"L1"', b'"lane_id":"a|b"')
+    producer.publish([("rsu-i", piped), ("rsu-i", good)])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered) == (1, 1)
+    (dead,) = redis_client.xrange(producer.stream_for("rsu-i").split(":rsu:")[0] + ":dead")
+    assert "lanes.0.lane_id: String should match pattern" in dead[1][b"reason"].decode()
+    bins = TrafficState(redis_client, config).counts("rsu-i", T0, T0 + 60_000, 60)
+    assert {(b.lane_id, tuple(b.counts.items())) for b in bins} >= {("L1", (("car", 3),))}
