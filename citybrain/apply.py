@@ -115,13 +115,13 @@ def lane_increments(msg: LaneAggregates, bin_ms: int) -> tuple[int, Counter[str]
     bin_start = msg.interval_start_ms // bin_ms * bin_ms
     incr: Counter[str] = Counter()
     # How long the RSU watched: flow = counts / observed time.
-    incr[keys.counts_field(bin_start, msg.camera_id, "*", "observed_ms", "-")] += int(
+    incr[keys.counts_field(bin_start, msg.camera_id, keys.ALL_LANES, "observed_ms", "-")] += int(
         msg.observed_s * 1000
     )
     for lane in msg.lanes:
         for cls, n in lane.counts.items():
-            incr[keys.counts_field(bin_start, msg.camera_id, lane.lane_id, "count", cls.value)] += n
-            incr[keys.counts_field(bin_start, msg.camera_id, "*", "count", cls.value)] += n
+            for row in (lane.lane_id, keys.ALL_LANES):
+                incr[keys.counts_field(bin_start, msg.camera_id, row, "count", cls.value)] += n
     for line in msg.lines:
         row = keys.LINE_PREFIX + line.line_id
         for metric, by_class in (("pos", line.positive), ("neg", line.negative)):
@@ -144,9 +144,9 @@ class _FrameCounts:
 
     def fields(self, bin_start: int, camera_id: str, names: _FieldNames) -> Counter[str]:
         incr: Counter[str] = Counter()
-        incr[names(bin_start, camera_id, "*", "frames", "-")] = self.frames
+        incr[names(bin_start, camera_id, keys.ALL_LANES, "frames", "-")] = self.frames
         for (lane, cls), n in self.pairs.items():
-            incr[names(bin_start, camera_id, "*", "obs", cls)] += n
+            incr[names(bin_start, camera_id, keys.ALL_LANES, "obs", cls)] += n
             if lane:
                 incr[names(bin_start, camera_id, lane, "obs", cls)] += n
         return incr

@@ -14,9 +14,11 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass
+from operator import attrgetter
 
 import redis
 
+from citybrain import keys
 from citybrain.apply import StateWriter
 from citybrain.config import CitybrainConfig
 from citybrain.history import HistoryError, HistoryStore, open_history, rows_of
@@ -111,6 +113,11 @@ class IngestWorker:
                 reason = f"message from rsu_id {message.rsu_id!r} on the stream of {stream_rsu!r}"
                 self._dead_letter(delivery, partition, reason)
                 continue
+            reserved = _reserved_lane(message)
+            if reserved is not None:
+                reason = f"lane id {reserved!r} is reserved: {RESERVED_LANES_HELP}"
+                self._dead_letter(delivery, partition, reason)
+                continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
             valid.append(delivery)
         result = self.writer.apply_partitions(
@@ -179,6 +186,27 @@ class IngestWorker:
                 last_report = now
                 log.info("ingest stats %s", self.stats)
         return self.stats
+
+
+RESERVED_LANES_HELP = (
+    f"{keys.ALL_LANES!r} is a camera's total, {keys.NO_LANE!r} no lane, "
+    f"{keys.LINE_PREFIX!r}... a counting line"
+)
+
+
+def _reserved_lane(message: BusMessage) -> str | None:
+    """The first lane id of ``message`` that names another counts row, or None."""
+    if message.kind == "frame":
+        lanes = set(map(_LANE_ID, message.objects))  # type: ignore[union-attr]
+        lanes.discard(None)
+    elif message.kind == "lane_aggregates":
+        lanes = set(map(_LANE_ID, message.lanes))  # type: ignore[union-attr]
+    else:
+        return None
+    return next((lane for lane in lanes if keys.reserved_lane_id(lane)), None)
+
+
+_LANE_ID = attrgetter("lane_id")
 
 
 def install_signal_handlers(worker: IngestWorker) -> None:

@@ -11,8 +11,14 @@ from common.bus import partition_of, partition_tag
 HOUR_MS = 3_600_000
 SEEN_BLOCK_BITS = 16  # one de-dup bitmap per 65,536 sequence numbers (8 KiB at most)
 NO_LANE = "-"
+ALL_LANES = "*"  # counts rows of a whole camera
 LINE_PREFIX = "line:"  # counts rows of counting lines: "line:<line id>"
 FIELD_SEP = "|"
+
+
+def reserved_lane_id(lane_id: str) -> bool:
+    """A lane id that would land in another row: the camera's total, no lane, or a line."""
+    return lane_id in (ALL_LANES, NO_LANE) or lane_id.startswith(LINE_PREFIX)
 
 
 def seen_key(tag: str, kind: str, rsu_id: str, camera_id: str, run_id: str, seq: int) -> str:
