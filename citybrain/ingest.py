@@ -113,9 +113,8 @@ class IngestWorker:
                 reason = f"message from rsu_id {message.rsu_id!r} on the stream of {stream_rsu!r}"
                 self._dead_letter(delivery, partition, reason)
                 continue
-            reserved = _reserved_lane(message)
-            if reserved is not None:
-                reason = f"lane id {reserved!r} is reserved: {RESERVED_LANES_HELP}"
+            if _names_all_lanes(message, delivery.payload):
+                reason = f"lane id {keys.ALL_LANES!r} is reserved for the camera's total"
                 self._dead_letter(delivery, partition, reason)
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
@@ -188,22 +187,18 @@ class IngestWorker:
         return self.stats
 
 
-RESERVED_LANES_HELP = (
-    f"{keys.ALL_LANES!r} is a camera's total, {keys.NO_LANE!r} no lane, "
-    f"{keys.LINE_PREFIX!r}... a counting line"
-)
-
-
-def _reserved_lane(message: BusMessage) -> str | None:
-    """The first lane id of ``message`` that names another counts row, or None."""
+def _names_all_lanes(message: BusMessage, payload: bytes) -> bool:
+    """Whether a lane id of ``message`` is "*", the row of the camera's total: its counts
+    would be added to the total twice."""
+    if b"*" not in payload and b"\\" not in payload:  # (escaped, it needs a backslash)
+        return False  # the common case, in 0.5 us a frame
     if message.kind == "frame":
         lanes = set(map(_LANE_ID, message.objects))  # type: ignore[union-attr]
-        lanes.discard(None)
     elif message.kind == "lane_aggregates":
         lanes = set(map(_LANE_ID, message.lanes))  # type: ignore[union-attr]
     else:
-        return None
-    return next((lane for lane in lanes if keys.reserved_lane_id(lane)), None)
+        return False
+    return keys.ALL_LANES in lanes
 
 
 _LANE_ID = attrgetter("lane_id")

@@ -16,11 +16,6 @@ LINE_PREFIX = "line:"  # counts rows of counting lines: "line:<line id>"
 FIELD_SEP = "|"
 
 
-def reserved_lane_id(lane_id: str) -> bool:
-    """A lane id that would land in another row: the camera's total, no lane, or a line."""
-    return lane_id in (ALL_LANES, NO_LANE) or lane_id.startswith(LINE_PREFIX)
-
-
 def seen_key(tag: str, kind: str, rsu_id: str, camera_id: str, run_id: str, seq: int) -> str:
     block = seq >> SEEN_BLOCK_BITS
     return f"cb:seen:{tag}:{kind}:{rsu_id}:{camera_id}:{run_id}:{block}"

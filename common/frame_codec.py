@@ -16,6 +16,7 @@ accept what they reject: ``tests/test_frame_codec.py`` checks that field by fiel
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Annotated, Literal
 
 import msgspec
@@ -35,7 +36,10 @@ from common.schemas import (
 # ``\Z``, not ``$``: msgspec matches with Python's re, whose ``$`` also matches before a
 # final newline; pydantic's (Rust) regex does not.
 _Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}\Z")]
-_SceneId = Annotated[str, msgspec.Meta(pattern=r"^[^|]{1,128}\Z")]
+# The schema's SceneId is 1-128 characters without "|". The lengths are checked here; the
+# "|" by decode_for_ingest, and only when the bytes hold one: a pattern per road user
+# doubled the decoding time (39 against 20 us for 30 road users).
+_SceneId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Bounded to 64 bits, as the schema is (msgspec would also read a longer integer literal as
 # a float).
 _Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
@@ -108,12 +112,21 @@ def decode_for_ingest(data: bytes) -> BusMessage:
     """Validate ``data`` as :func:`decode_message` would, faster for frames.  Raises
     :class:`common.schemas.MessageError` with the same reasons."""
     try:
-        return _FRAME_DECODER.decode(data)
+        frame = _FRAME_DECODER.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
+    else:
+        # Without a "|" in the bytes (escaped, it needs a backslash) no lane id holds one.
+        if (b"|" not in data and b"\\" not in data) or not any(
+            "|" in lane for lane in set(map(_LANE_ID, frame.objects)) if lane
+        ):
+            return frame
     # Other kinds, invalid frames, and frames valid only to pydantic's lax rules (a number
     # sent as a string): those come back as the pydantic model, with the same field names.
     return decode_message(data)
+
+
+_LANE_ID = attrgetter("lane_id")
 
 
 def encode(message: BusMessage) -> bytes:

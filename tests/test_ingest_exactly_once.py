@@ -375,10 +375,49 @@ def test_a_lane_id_with_the_field_separator_is_dead_lettered(
     producer = StreamProducer(redis_client, config.bus)
     good = encode_message(lanes(1, "L1"))
     piped = encode_message(lanes(0, "L1")).replace(b'"lane_id":"L1"', b'"lane_id":"a|b"')
-    producer.publish([("rsu-i", piped), ("rsu-i", good)])
+    # A frame, the fast decoder's way, with the "|" written as a JSON escape.
+    frame = make_frames("rsu-i", 1, seed=1)[0].model_copy(
+        update={"objects": [PerceivedObject(category=RoadUserClass.car, confidence=0.5,
+                                            bbox=(0, 0, 10, 10), lane_id="aXb")]}
+    )  # fmt: skip
+    escaped = encode_message(frame).replace(b"aXb", b"a\\u007cb")
+    assert b"\\u007c" in escaped
+    producer.publish([("rsu-i", piped), ("rsu-i", escaped), ("rsu-i", good)])
     stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
-    assert (stats.applied, stats.dead_lettered) == (1, 1)
-    (dead,) = redis_client.xrange(producer.stream_for("rsu-i").split(":rsu:")[0] + ":dead")
-    assert "lanes.0.lane_id: String should match pattern" in dead[1][b"reason"].decode()
+    assert (stats.applied, stats.dead_lettered) == (1, 2)
+    dead = redis_client.xrange(producer.stream_for("rsu-i").split(":rsu:")[0] + ":dead")
+    reasons = [entry[1][b"reason"].decode() for entry in dead]
+    assert "lanes.0.lane_id: String should match pattern" in reasons[0]
+    assert "objects.0.lane_id: String should match pattern" in reasons[1]
     bins = TrafficState(redis_client, config).counts("rsu-i", T0, T0 + 60_000, 60)
     assert {(b.lane_id, tuple(b.counts.items())) for b in bins} >= {("L1", (("car", 3),))}
+
+
+def test_a_lane_called_star_is_dead_lettered(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """'*' is the row of a camera's total: a lane of that name would count there twice."""
+    from common.schemas import LaneAggregates, LaneInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+    frames = make_frames("rsu-j", 3, seed=5)
+    star = frames[1].model_copy(
+        update={"objects": [PerceivedObject(category=RoadUserClass.car, confidence=0.5,
+                                            bbox=(0, 0, 10, 10), lane_id="*")]}
+    )  # fmt: skip
+    lanes = LaneAggregates(
+        rsu_id="rsu-j", camera_id="cam0", run_id="run1", seq=0, interval_start_ms=T0,
+        interval_s=60, observed_s=60,
+        lanes=[LaneInterval(lane_id="*", counts={RoadUserClass.car: 3})],
+    )  # fmt: skip
+    sent = [encode_message(m) for m in (frames[0], star, lanes, frames[2])]
+    sent.append(sent[1].replace(b'"lane_id":"*"', b'"lane_id":"\\u002a"'))  # escaped
+    assert b"\\u002a" in sent[4]
+    producer = StreamProducer(redis_client, config.bus)
+    producer.publish([("rsu-j", payload) for payload in sent])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered) == (2, 3)
+    dead = redis_client.xrange(producer.stream_for("rsu-j").split(":rsu:")[0] + ":dead")
+    reasons = {entry[1][b"reason"].decode() for entry in dead}
+    assert reasons == {"lane id '*' is reserved for the camera's total"}
+    assert measured_totals(redis_client, config, ["rsu-j"])[("rsu-j", "*")][0] == 2  # frames
