@@ -112,13 +112,11 @@ def test_without_a_model_every_lane_gets_a_fallback(tmp_path: Path, redis_client
     assert l1.flows_veh_h[0] == pytest.approx(round(level * 300 / 3600) * 12, abs=0.1)
 
 
-def test_serving_precisions_are_checked_and_old_exports_serve_fp32(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def small_export(tmp_path: Path):
+    """Two days of history, a one-epoch forecaster of 8 units, exported to m.onnx."""
     pytest.importorskip("torch", reason="exporting a model needs PyTorch (make install adds it)")
     from citybrain.forecast.commands import export_onnx
     from citybrain.forecast.model import TrainConfig, train
-    from citybrain.forecast.online import quantized_path
     from citybrain.forecast.protocol import chronological_split
 
     store = open_history(f"sqlite:///{tmp_path}/h.db")
@@ -127,7 +125,15 @@ def test_serving_precisions_are_checked_and_old_exports_serve_fp32(
     config = TrainConfig(hidden=8, epochs=1, max_train_windows=20, members=1)
     trained = train("forecaster", series, chronological_split(len(series.values)), config,
                     progress=False)  # fmt: skip
-    onnx = export_onnx(trained, tmp_path / "m.onnx", series.ids, series.interval_s)
+    return series, trained, export_onnx(trained, tmp_path / "m.onnx", series.ids, 300)
+
+
+def test_serving_precisions_are_checked_and_old_exports_serve_fp32(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from citybrain.forecast.online import quantized_path
+
+    series, _, onnx = small_export(tmp_path)
     assert quantized_path(onnx) == tmp_path / "m-int8.onnx" and quantized_path(onnx).exists()
     with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
         OnlineModel.load(onnx, "onnxruntime", "bf16")
@@ -175,20 +181,9 @@ def test_the_fallback_keeps_weekends_apart_on_the_local_clock(tmp_path: Path, re
 
 
 def test_profiles_travel_in_a_binary_file_and_older_exports_still_load(tmp_path: Path) -> None:
-    pytest.importorskip("torch", reason="exporting a model needs PyTorch (make install adds it)")
     import orjson
 
-    from citybrain.forecast.commands import export_onnx
-    from citybrain.forecast.model import TrainConfig, train
-    from citybrain.forecast.protocol import chronological_split
-
-    store = open_history(f"sqlite:///{tmp_path}/h.db")
-    write_history(store, days=2)
-    series = load_history(store, 300, T0, T0 + 2 * DAY_MS)
-    config = TrainConfig(hidden=8, epochs=1, max_train_windows=20, members=1)
-    trained = train("forecaster", series, chronological_split(len(series.values)), config,
-                    progress=False)  # fmt: skip
-    onnx = export_onnx(trained, tmp_path / "m.onnx", series.ids, series.interval_s)
+    series, trained, onnx = small_export(tmp_path)
     meta = orjson.loads((tmp_path / "m.json").read_bytes())
     assert meta["profiles"]["arrays"] == "m-profiles.npz" and "sums" not in meta["profiles"]
     model = OnlineModel.load(onnx, precision="fp32")
