@@ -10,7 +10,6 @@ from common.bus import partition_of, partition_tag
 
 HOUR_MS = 3_600_000
 SEEN_BLOCK_BITS = 16  # one de-dup bitmap per 65,536 sequence numbers (8 KiB at most)
-NO_LANE = "-"
 ALL_LANES = "*"  # counts rows of a whole camera
 LINE_PREFIX = "line:"  # counts rows of counting lines: "line:<line id>"
 FIELD_SEP = "|"
