@@ -1,11 +1,11 @@
 """When Python's cyclic garbage collector runs, in processes with a latency budget.
 
 By default the collector runs whenever net allocations pass a threshold: inside whatever
-code happens to allocate, in whichever thread. Measured in the RSU's camera loop
-(benchmarks/rsu_latency.py, 262 frames, OpenVINO): 191 collections of the youngest
-generation (up to 0.4 ms each), 17 of the middle one (up to 2.3 ms) and 2 of the whole
-heap, about 100,000 objects of the loaded libraries, at 60-67 ms each. Each landed inside
-whatever frame was running.
+code happens to allocate, in whichever thread, so inside frames too. Counted over one run
+of the RSU's side of benchmarks/rsu_latency.py (start-up, warm-up and 252 frames,
+OpenVINO): 191 collections of the youngest generation (up to 0.4 ms each), 17 of the
+middle one (up to 2.3 ms) and 2 of the whole heap, about 100,000 objects of the loaded
+libraries, at 60-67 ms each.
 
 Two remedies, for two kinds of process:
 
