@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
@@ -160,6 +160,19 @@ class LaneAggregates(_RsuMessage):
     lanes: list[LaneInterval] = Field(max_length=256)
     lines: list[LineInterval] = Field(default_factory=list, max_length=256)
     zones: list[ZoneInterval] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _each_id_once(self) -> LaneAggregates:
+        # Twice, the live counters would add both and the history keep one.
+        for name, ids in (
+            ("lanes", [lane.lane_id for lane in self.lanes]),
+            ("lines", [line.line_id for line in self.lines]),
+            ("zones", [zone.zone_id for zone in self.zones]),
+        ):
+            if len(set(ids)) < len(ids):
+                twice = sorted({i for i in ids if ids.count(i) > 1})
+                raise ValueError(f"{name}: {', '.join(map(repr, twice))} more than once")
+        return self
 
 
 class LatencySummary(_Message):

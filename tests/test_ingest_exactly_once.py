@@ -421,3 +421,27 @@ def test_a_lane_called_star_is_dead_lettered(
     reasons = {entry[1][b"reason"].decode() for entry in dead}
     assert reasons == {"lane id '*' is reserved for the camera's total"}
     assert measured_totals(redis_client, config, ["rsu-j"])[("rsu-j", "*")][0] == 2  # frames
+
+
+def test_lane_aggregates_naming_a_lane_twice_are_dead_lettered(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The live counters used to add both intervals of the lane, and the history to keep
+    one of them: 7 cars live, 3 in the history."""
+    from common.schemas import LaneAggregates, LaneInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+    lanes = LaneAggregates(
+        rsu_id="rsu-k", camera_id="cam0", run_id="run1", seq=0, interval_start_ms=T0,
+        interval_s=60, observed_s=60,
+        lanes=[LaneInterval(lane_id="L1", counts={RoadUserClass.car: 3}),
+               LaneInterval(lane_id="L2", counts={RoadUserClass.car: 4})],
+    )  # fmt: skip
+    twice = encode_message(lanes).replace(b'"lane_id":"L2"', b'"lane_id":"L1"')
+    producer = StreamProducer(redis_client, config.bus)
+    producer.publish([("rsu-k", twice)])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered) == (0, 1)
+    (dead,) = redis_client.xrange(producer.stream_for("rsu-k").split(":rsu:")[0] + ":dead")
+    assert dead[1][b"reason"].decode().endswith("lanes: 'L1' more than once")
+    assert TrafficState(redis_client, config).counts("rsu-k", T0, T0 + 60_000, 60) == []
