@@ -14,7 +14,6 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass
-from operator import attrgetter
 
 import redis
 
@@ -30,7 +29,7 @@ from common.bus import (
     parse_stream,
     partition_tag,
 )
-from common.frame_codec import BusMessage, decode_for_ingest
+from common.frame_codec import LANE_ID, BusMessage, decode_for_ingest
 from common.gc_policy import favour_throughput
 from common.schemas import MessageError
 
@@ -193,15 +192,12 @@ def _names_all_lanes(message: BusMessage, payload: bytes) -> bool:
     if b"*" not in payload and b"\\" not in payload:  # (escaped, it needs a backslash)
         return False  # the common case, in 0.5 us a frame
     if message.kind == "frame":
-        lanes = set(map(_LANE_ID, message.objects))  # type: ignore[union-attr]
+        lanes = set(map(LANE_ID, message.objects))  # type: ignore[union-attr]
     elif message.kind == "lane_aggregates":
-        lanes = set(map(_LANE_ID, message.lanes))  # type: ignore[union-attr]
+        lanes = set(map(LANE_ID, message.lanes))  # type: ignore[union-attr]
     else:
         return False
     return keys.ALL_LANES in lanes
-
-
-_LANE_ID = attrgetter("lane_id")
 
 
 def install_signal_handlers(worker: IngestWorker) -> None:

@@ -118,7 +118,7 @@ def decode_for_ingest(data: bytes) -> BusMessage:
     else:
         # Without a "|" in the bytes (escaped, it needs a backslash) no lane id holds one.
         if (b"|" not in data and b"\\" not in data) or not any(
-            "|" in lane for lane in set(map(_LANE_ID, frame.objects)) if lane
+            "|" in lane for lane in set(map(LANE_ID, frame.objects)) if lane
         ):
             return frame
     # Other kinds, invalid frames, and frames valid only to pydantic's lax rules (a number
@@ -126,7 +126,7 @@ def decode_for_ingest(data: bytes) -> BusMessage:
     return decode_message(data)
 
 
-_LANE_ID = attrgetter("lane_id")
+LANE_ID = attrgetter("lane_id")  # of a road user, or of a lane interval
 
 
 def encode(message: BusMessage) -> bytes:

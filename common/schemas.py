@@ -12,6 +12,8 @@ and raises :class:`MessageError` with a reason fit for the dead-letter stream.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -33,6 +35,11 @@ SceneId = Annotated[str, Field(pattern=r"^[^|]{1,128}$")]
 EpochMs = Annotated[
     int, Field(ge=0, le=INT64_MAX, description="UTC time, milliseconds since the Unix epoch")
 ]
+
+
+def repeated(ids: Iterable[str]) -> list[str]:
+    """The ids that occur more than once, sorted."""
+    return sorted(i for i, n in Counter(ids).items() if n > 1)
 
 
 class RoadUserClass(str, Enum):
@@ -169,8 +176,7 @@ class LaneAggregates(_RsuMessage):
             ("lines", [line.line_id for line in self.lines]),
             ("zones", [zone.zone_id for zone in self.zones]),
         ):
-            if len(set(ids)) < len(ids):
-                twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice := repeated(ids):
                 raise ValueError(f"{name}: {', '.join(map(repr, twice))} more than once")
         return self
 

@@ -17,7 +17,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from common.config import StrictModel
-from common.schemas import RoadUserClass
+from common.schemas import RoadUserClass, repeated
 from rsu.detector import DetectorConfig
 
 Point2 = tuple[float, float]
@@ -130,8 +130,7 @@ class SceneConfig(StrictModel):
             ("line", [line.id for line in self.lines]),
             ("zone", [zone.id for zone in self.zones]),
         ):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})
-            if dupes:
+            if dupes := repeated(ids):
                 raise ValueError(f"duplicate {what} ids: {dupes}")
         lane_ids = {lane.id for lane in self.lanes}
         for line in self.lines:
