@@ -30,6 +30,7 @@ local counts_ttl = ARGV[1]
 local seen_ttl = ARGV[2]
 local now_ms = ARGV[3]
 local plan = cjson.decode(ARGV[4])
+local replace_after_ms = tonumber(ARGV[5])
 -- plan.seen: {{key, {bit, ...}, {message index, ...}}, ...}, one entry per de-dup bitmap;
 -- BITFIELD reads and writes many bits in one command (in chunks: Lua's unpack is bounded).
 local CHUNK = 500
@@ -72,11 +73,14 @@ for _, incr in ipairs(plan.counts) do
   end
   redis.call('EXPIRE', counts, counts_ttl)
 end
--- plan.states: {{key, slot, ts, body ARGV index}, ...}, the newest per camera and slot
+-- plan.states: {{key, slot, ts, body ARGV index}, ...}, the newest per camera and slot.
+-- The newest stays the state; one kept longer than replace_after_ms gives way to any newer
+-- arrival, so a camera whose clock ran ahead and was set back is not pinned to the past.
 for _, s in ipairs(plan.states) do
   local state, slot, ts = KEYS[s[1]], s[2], s[3]
-  local current = redis.call('HGET', state, slot .. '_ts')
-  if (not current) or tonumber(current) < tonumber(ts) then
+  local current = redis.call('HMGET', state, slot .. '_ts', slot .. '_ingested_ms')
+  if (not current[1]) or tonumber(current[1]) < tonumber(ts)
+      or tonumber(now_ms) - tonumber(current[2] or 0) > replace_after_ms then
     redis.call('HSET', state, slot .. '_ts', ts, slot, ARGV[s[4]], slot .. '_ingested_ms', now_ms)
   end
 end
@@ -84,10 +88,14 @@ end
 for _, r in ipairs(plan.registry) do
   redis.call('HSET', KEYS[r[1]], r[2], now_ms)
 end
+-- plan.clock: {{key, field, ms}, ...}, how far each camera's clock runs ahead of the server's
+for _, c in ipairs(plan.clock) do
+  redis.call('HSET', KEYS[c[1]], c[2], c[3])
+end
 return {1, {}}
 """
 
-_FIXED_ARGS = 4  # ARGV[1..4] before the state bodies
+_FIXED_ARGS = 5  # ARGV[1..5] before the state bodies
 
 
 @dataclass
@@ -199,14 +207,23 @@ class StateWriter:
         """Apply one partition's messages (``tag`` is its hash tag) exactly once."""
         return self.apply_partitions({tag: messages})
 
-    def apply_partitions(self, batches: dict[str, list[tuple[BusMessage, bytes]]]) -> ApplyResult:
+    def apply_partitions(
+        self,
+        batches: dict[str, list[tuple[BusMessage, bytes]]],
+        clock_ahead_ms: dict[str, dict[str, int]] | None = None,
+    ) -> ApplyResult:
         """Apply each partition's messages exactly once, one script call per partition, all
-        in one round trip (a round trip costs as much as applying tens of messages)."""
+        in one round trip (a round trip costs as much as applying tens of messages).
+
+        ``clock_ahead_ms``: per partition tag, per camera ("rsu_id|camera_id"), how far its
+        clock runs ahead of the bus server's, as this batch shows it; stored with the batch.
+        """
         result = ApplyResult()
+        clocks = clock_ahead_ms or {}
         pending = {tag: self._first_of_each(tag, batch, result) for tag, batch in batches.items()}
         pending = {tag: batch for tag, batch in pending.items() if batch}
         while pending:
-            replies = self._run(pending)
+            replies = self._run(pending, clocks)
             retry = {}
             for (tag, batch), (ok, duplicates) in zip(pending.items(), replies, strict=True):
                 if int(ok):
@@ -222,13 +239,18 @@ class StateWriter:
             pending = retry
         return result
 
-    def _run(self, pending: dict[str, list[_Identified]]) -> list[list[object]]:
+    def _run(
+        self, pending: dict[str, list[_Identified]], clocks: dict[str, dict[str, int]]
+    ) -> list[list[object]]:
         if isinstance(self.client, redis.RedisCluster):
             # redis-py's cluster pipelines refuse scripts: one call per partition.
-            return [self._script(*self._plan(tag, batch)) for tag, batch in pending.items()]
+            return [
+                self._script(*self._plan(tag, batch, clocks.get(tag, {})))
+                for tag, batch in pending.items()
+            ]
         pipe = self.client.pipeline(transaction=False)
         for tag, batch in pending.items():
-            keys_, args = self._plan(tag, batch)
+            keys_, args = self._plan(tag, batch, clocks.get(tag, {}))
             self._script(keys=keys_, args=args, client=pipe)
         return pipe.execute()
 
@@ -249,7 +271,9 @@ class StateWriter:
             out.append((msg, payload, seen, bit))
         return out
 
-    def _plan(self, tag: str, messages: list[_Identified]) -> tuple[list[str], list[object]]:
+    def _plan(
+        self, tag: str, messages: list[_Identified], clock: dict[str, int]
+    ) -> tuple[list[str], list[object]]:
         key = _KeyIndex()
         seen: dict[str, tuple[list[int], list[int]]] = {}
         frame_counts: dict[tuple[str, str, int], _FrameCounts] = {}
@@ -303,12 +327,14 @@ class StateWriter:
             ],
             "states": states,
             "registry": [[registry_index, field] for field in sorted(registry)],
+            "clock": [[key(keys.clock_key(tag)), field, ms] for field, ms in clock.items()],
         }
         args: list[object] = [
             self.config.counts_retention_s,
             self.config.dedup_ttl_s,
             int(time.time() * 1000),
             orjson.dumps(plan),
+            int(self.config.stale_after_s * 1000),
             *bodies,
         ]
         return key.keys, args

@@ -48,7 +48,22 @@ class StateConfig(StrictModel):
         86_400, ge=60, description="how long a message id is remembered for de-duplication"
     )
     stale_after_s: float = Field(
-        10.0, gt=0, description="an RSU silent this long is reported stale"
+        10.0,
+        gt=0,
+        description="an RSU silent this long is reported stale; a state kept this long "
+        "gives way to any newer message, even one stamped earlier (a clock set back)",
+    )
+    clock_ahead_alert_s: float = Field(
+        2.0,
+        gt=0,
+        description="/health names cameras whose messages are stamped this far after they "
+        "reached the bus: their clock runs ahead, and their counts land in future bins",
+    )
+    clock_behind_alert_s: float = Field(
+        120.0,
+        gt=0,
+        description="/health names cameras whose every message reaches the bus this long "
+        "after it was sent: a clock behind, or a long outage's spool being re-sent",
     )
 
     @field_validator("bin_s")

@@ -91,6 +91,7 @@ class IngestWorker:
         if not deliveries:
             return 0
         by_partition: dict[int, list[tuple[BusMessage, bytes]]] = {}
+        clock_ahead: dict[int, dict[str, int]] = {}
         valid: list[Delivery] = []
         limit = self.config.ingest.max_message_bytes
         for delivery in deliveries:
@@ -118,8 +119,11 @@ class IngestWorker:
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
             valid.append(delivery)
+            if message.kind != "lane_aggregates":
+                _note_clock(clock_ahead.setdefault(partition, {}), message, delivery.entry_id)
         result = self.writer.apply_partitions(
-            {partition_tag(p): messages for p, messages in by_partition.items()}
+            {partition_tag(p): messages for p, messages in by_partition.items()},
+            {partition_tag(p): cameras for p, cameras in clock_ahead.items()},
         )
         applied_at = int(time.time() * 1000)
         self.publish_to_state_ms.extend(
@@ -184,6 +188,20 @@ class IngestWorker:
                 last_report = now
                 log.info("ingest stats %s", self.stats)
         return self.stats
+
+
+def _note_clock(cameras: dict[str, int], message: BusMessage, entry_id: bytes) -> None:
+    """How far the camera's clock runs ahead of the bus server's: when the message says it
+    was sent, less when the server added it (the first part of a stream entry's id).
+
+    Network delay and an RSU's spool make every message look later than it was sent, so
+    the batch's largest value, its least delayed message, is kept.
+    """
+    sent = message.published_at_ms if message.kind == "frame" else message.sent_at_ms  # type: ignore[union-attr]
+    ahead = sent - int(entry_id.split(b"-", 1)[0])
+    camera = f"{message.rsu_id}{keys.FIELD_SEP}{message.camera_id}"
+    if ahead > cameras.get(camera, ahead - 1):
+        cameras[camera] = ahead
 
 
 def _names_all_lanes(message: BusMessage, payload: bytes) -> bool:

@@ -40,5 +40,10 @@ def registry_key(tag: str) -> str:
     return f"cb:rsus:{tag}"
 
 
+def clock_key(tag: str) -> str:
+    """Per camera ("rsu_id|camera_id"): how far its clock runs ahead of the bus server's."""
+    return f"cb:clock:{tag}"
+
+
 def rsu_tag(rsu_id: str, partitions: int) -> str:
     return partition_tag(partition_of(rsu_id, partitions))

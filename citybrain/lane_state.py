@@ -5,7 +5,8 @@
   RSU that started a minute ago, or lost its camera for a while, is not read as light traffic.
 - ``mean_speed_mps``, ``occupancy``, ``queue_vehicles`` and ``queue_m`` come from the lane's
   latest interval.  They are ``stale`` once that interval ended more than ``stale_after_s``
-  ago.
+  ago, or reached the center that long ago: a camera whose clock runs ahead stamps its
+  intervals in the future, and must not look live for that long after it went silent.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def rsu_lane_states(
         if not latest:
             continue
         end = int(latest["interval_start_ms"] + latest["observed_s"] * 1000)
-        stale = now - end > stale_after_s * 1000 + latest["interval_s"] * 1000
+        limit = stale_after_s * 1000 + latest["interval_s"] * 1000
+        stale = now - end > limit or now - camera.get("lanes_ingested_ms", 0) > limit
         seconds = observed.get(camera_id, 0) / 1000.0
         for lane in latest["lanes"]:
             counts = counted.get((camera_id, lane["lane_id"]), {})

@@ -64,6 +64,19 @@ class TrafficState:
                 rsus[rsu_id][camera_id] = int(seen)
         return dict(sorted(rsus.items()))
 
+    def clock_ahead(self) -> dict[tuple[str, str], int]:
+        """(rsu_id, camera_id) -> how far its clock ran ahead of the bus server's in its
+        latest batch, in ms (negative: behind, or its messages were delayed)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in range(self.partitions):
+            pipe.hgetall(keys.clock_key(partition_tag(p)))
+        out: dict[tuple[str, str], int] = {}
+        for entries in pipe.execute():
+            for name, ms in entries.items():
+                rsu_id, camera_id = _text(name).split(keys.FIELD_SEP, 1)
+                out[(rsu_id, camera_id)] = int(ms)
+        return out
+
     def cameras(self, rsu_id: str) -> dict[str, int]:
         entries = self.client.hgetall(keys.registry_key(self._tag(rsu_id)))
         prefix = rsu_id + keys.FIELD_SEP
@@ -98,17 +111,23 @@ class TrafficState:
     def camera_states(
         self, rsu_id: str, cameras: Iterable[str] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """camera_id -> {frame, health, lanes (parsed messages), *_ingested_ms}.
+        """camera_id -> {frame, health, lanes (parsed messages), *_ingested_ms, and
+        clock_ahead_ms once measured}.
 
         ``cameras``: the RSU's camera ids when the caller already read the registry.
         """
         cameras = sorted(self.cameras(rsu_id) if cameras is None else cameras)
+        if not cameras:
+            return {}
+        tag = self._tag(rsu_id)
         pipe = self.client.pipeline(transaction=False)
         for camera_id in cameras:
-            pipe.hgetall(keys.state_key(self._tag(rsu_id), rsu_id, camera_id))
+            pipe.hgetall(keys.state_key(tag, rsu_id, camera_id))
+        pipe.hmget(keys.clock_key(tag), [f"{rsu_id}{keys.FIELD_SEP}{c}" for c in cameras])
+        *replies, clocks = pipe.execute()
         states: dict[str, dict[str, Any]] = {}
-        for camera_id, raw in zip(cameras, pipe.execute(), strict=False):
-            entry: dict[str, Any] = {}
+        for camera_id, raw, clock in zip(cameras, replies, clocks, strict=True):
+            entry: dict[str, Any] = {} if clock is None else {"clock_ahead_ms": int(clock)}
             for name, value in raw.items():
                 name = _text(name)
                 if name in ("frame", "health", "lanes"):

@@ -27,7 +27,9 @@ CLASSES = list(RoadUserClass)
 
 
 def make_frames(rsu_id: str, n: int, seed: int) -> list[FrameObjects]:
+    """Frames captured at T0 (a recording's time, for predictable bins), sent now."""
     rng = random.Random(seed)
+    sent = int(time.time() * 1000)
     frames = []
     for seq in range(n):
         objects = [
@@ -46,7 +48,7 @@ def make_frames(rsu_id: str, n: int, seed: int) -> list[FrameObjects]:
                 run_id="run1",
                 seq=seq,
                 captured_at_ms=T0 + seq * 100,
-                published_at_ms=T0 + seq * 100 + 5,
+                published_at_ms=sent + seq // 10,
                 pipeline_ms=5.0,
                 image_width=100,
                 image_height=100,

@@ -41,6 +41,16 @@ class HealthReport(BaseModel):
     )
     rsus: int
     stale_cameras: int
+    clock_ahead_cameras: int = Field(
+        0,
+        description="cameras whose messages are stamped more than state.clock_ahead_alert_s "
+        "after they reached the bus: clocks ahead, counting into future bins",
+    )
+    clock_behind_cameras: int = Field(
+        0,
+        description="cameras whose latest messages all reached the bus more than "
+        "state.clock_behind_alert_s after they were sent: clocks behind, or spools re-sent",
+    )
     problems: list[str] = Field(default_factory=list)
 
 
@@ -82,6 +92,12 @@ class CameraState(BaseModel):
     )
     frame_age_ms: int | None = Field(None, description="now - capture time of that frame")
     publish_to_state_ms: int | None = Field(None, description="RSU publish -> stored here")
+    clock_ahead_ms: int | None = Field(
+        None,
+        description="how far the camera's clock ran ahead of the bus server's in its latest "
+        "batch (send time stamped by the RSU - time the server added the message); "
+        "negative when behind, or when its messages were delayed (network, spool)",
+    )
     detail: str | None = None
 
 

@@ -185,6 +185,7 @@ def rsu_state(rsu_id: str = RsuPath, ctx: ApiContext = Depends(context)) -> RsuS
                 publish_to_state_ms=(
                     camera["frame_ingested_ms"] - frame["published_at_ms"] if frame else None
                 ),
+                clock_ahead_ms=camera.get("clock_ahead_ms"),
                 detail=health.get("detail"),
             )
         )

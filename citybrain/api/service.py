@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 from fastapi import APIRouter, Depends, Response
@@ -46,6 +47,23 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
     stale_ms = config.state.stale_after_s * 1000
     stale = sum(1 for cams in registry.values() for t in cams.values() if now - t > stale_ms)
     problems = []
+    clocks = state.clock_ahead()
+    ahead = _clock_outliers(clocks, lambda ms: ms > config.state.clock_ahead_alert_s * 1000)
+    behind = _clock_outliers(clocks, lambda ms: -ms > config.state.clock_behind_alert_s * 1000)
+    if ahead:
+        problems.append(
+            f"{_cameras(ahead)} stamp their messages more than "
+            f"{config.state.clock_ahead_alert_s:g} s after the bus received them "
+            f"({_examples(ahead)}): their clocks run ahead, so their counts land in future "
+            "bins; check their time sync (NTP)"
+        )
+    if behind:
+        problems.append(
+            f"the latest messages of {_cameras(behind)} all reached the bus more than "
+            f"{config.state.clock_behind_alert_s:g} s after they were sent "
+            f"({_examples(behind)}): their clocks run behind, or they are re-sending what "
+            "they spooled during an outage"
+        )
     lost = state.lost_entries(streams)
     if lost:
         problems.append(
@@ -76,8 +94,25 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
         dead_letters=state.dead_letters(),
         rsus=len(registry),
         stale_cameras=stale,
+        clock_ahead_cameras=len(ahead),
+        clock_behind_cameras=len(behind),
         problems=problems,
     )
+
+
+def _clock_outliers(clocks: dict[tuple[str, str], int], off: Callable[[int], bool]) -> dict:
+    return {camera: ms for camera, ms in clocks.items() if off(ms)}
+
+
+def _cameras(cameras: dict) -> str:
+    return f"{len(cameras)} camera{'' if len(cameras) == 1 else 's'}"
+
+
+def _examples(cameras: dict[tuple[str, str], int], most: int = 3) -> str:
+    """The worst few, e.g. "bj-01/cam0 by +28800.0 s, ..." """
+    worst = sorted(cameras.items(), key=lambda item: -abs(item[1]))[:most]
+    text = ", ".join(f"{rsu}/{cam} by {ms / 1000:+.1f} s" for (rsu, cam), ms in worst)
+    return text + (", ..." if len(cameras) > most else "")
 
 
 @router.get("/health", response_model=HealthReport)
@@ -102,6 +137,10 @@ class _StateCollector:
             ("citybrain_ingest_lost", report.lost_entries, "entries trimmed unread"),
             ("citybrain_rsus", report.rsus, "RSUs that have reported"),
             ("citybrain_stale_cameras", report.stale_cameras, "cameras silent too long"),
+            ("citybrain_clock_ahead_cameras", report.clock_ahead_cameras,
+             "cameras whose clocks run ahead of the bus server's"),
+            ("citybrain_clock_behind_cameras", report.clock_behind_cameras,
+             "cameras whose messages arrive long after they were sent"),
         ):  # fmt: skip
             yield GaugeMetricFamily(name, doc, value=float(value))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -156,6 +157,9 @@ class VirtualRsus:
                     )
                 )
         self._last_lane = {vid: v[0] for vid, v in vehicles.items()}
+        # Captured at simulated time, sent at the wall clock's: the center checks RSUs'
+        # clocks against its own, and simulated time runs ahead of it.
+        sent_ms = int(time.time() * 1000)
         out = []
         for cam in self.cameras:
             cam.steps += 1
@@ -163,7 +167,7 @@ class VirtualRsus:
                 cam.occupied_steps[lane] = cam.occupied_steps.get(lane, 0) + 1
             msg = FrameView(
                 v=SCHEMA_VERSION, kind="frame", rsu_id=cam.rsu_id, camera_id="cam0",
-                run_id=self.run_id, seq=cam.seq, captured_at_ms=now_ms, published_at_ms=now_ms,
+                run_id=self.run_id, seq=cam.seq, captured_at_ms=now_ms, published_at_ms=sent_ms,
                 pipeline_ms=0.0, image_width=1, image_height=1,
                 objects=objects.get(cam.rsu_id, []),
             )  # fmt: skip
