@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         common(p)
     keys.set_defaults(func=_keys)
 
+    from citybrain.dead_letter_commands import add_parser as add_dead_letter_parser
+
+    add_dead_letter_parser(sub, common)
+
     from citybrain.forecast.commands import add_parser as add_forecast_parser
 
     add_forecast_parser(sub)

@@ -148,7 +148,9 @@ class IngestWorker:
 
     def _dead_letter(self, delivery: Delivery, partition: int, reason: str) -> None:
         log.warning("dead-lettering %s %s: %s", delivery.stream, delivery.entry_id, reason)
-        self.consumer.dead_letter(delivery, reason, dead_letter_key(partition))
+        self.consumer.dead_letter(
+            delivery, reason, dead_letter_key(partition), self.config.ingest.max_message_bytes
+        )
         self.stats.dead_lettered += 1
 
     def run(self, idle_exit_s: float | None = None) -> IngestStats:

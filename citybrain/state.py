@@ -13,9 +13,9 @@ import redis
 
 from citybrain import keys
 from citybrain.config import CitybrainConfig
+from citybrain.dead_letters import DeadLetters
 from common.bus import (
     LossLedger,
-    dead_letter_key,
     discover_streams,
     group_lag,
     partition_tag,
@@ -179,10 +179,7 @@ class TrafficState:
         return [bins[k] for k in sorted(bins)]
 
     def dead_letters(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for p in range(self.partitions):
-            pipe.xlen(dead_letter_key(p))
-        return sum(pipe.execute())
+        return DeadLetters(self.client, self.partitions).count()
 
     def streams(self) -> list[str]:
         """Every RSU stream; pass it to the methods below to look the streams up once."""

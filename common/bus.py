@@ -31,6 +31,8 @@ from pydantic import Field
 from common.config import StrictModel
 
 PAYLOAD_FIELD = b"m"
+DEAD_LETTER_CAP = 100_000  # per partition; older ones are trimmed, and counted
+DEAD_LETTER_HEAD_BYTES = 65_536  # of an oversized message, the part kept
 MIN_PER_STREAM = 1  # every stream gets a share of each read, however many there are
 CLUSTER_POLL_MS = 10  # how often a Cluster consumer with nothing to do looks again
 RSU_ID_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
@@ -309,21 +311,30 @@ class StreamConsumer:
             pipe.xack(stream, self.group, *entry_ids)
         pipe.execute()
 
-    def dead_letter(self, delivery: Delivery, reason: str, dead_stream: str) -> None:
-        """Move one entry to ``dead_stream`` with its reason and ack it, atomically."""
+    def dead_letter(
+        self, delivery: Delivery, reason: str, dead_stream: str, keep_bytes: int = 1 << 20
+    ) -> None:
+        """Move one entry to ``dead_stream`` with its reason and ack it, atomically.
+
+        The payload is kept whole up to ``keep_bytes`` (ingest passes its message size
+        limit), so it can be sent again once the cause is fixed; of a larger one only the
+        first ``DEAD_LETTER_HEAD_BYTES`` are kept, marked truncated.
+        """
+        payload = delivery.payload or b""
+        fields = {
+            b"source": delivery.stream.encode(),
+            b"entry_id": delivery.entry_id,
+            b"reason": reason.encode()[:2000],
+            PAYLOAD_FIELD: payload,
+            b"at_ms": str(int(time.time() * 1000)).encode(),
+        }
+        if len(payload) > max(keep_bytes, DEAD_LETTER_HEAD_BYTES):
+            fields[PAYLOAD_FIELD] = payload[:DEAD_LETTER_HEAD_BYTES]
+            fields[b"truncated"] = str(len(payload)).encode()
+        if delivery.payload is None:
+            fields[b"no_payload"] = b"1"
         pipe = self._client.pipeline(transaction=True)
-        pipe.xadd(
-            dead_stream,
-            {
-                b"source": delivery.stream.encode(),
-                b"entry_id": delivery.entry_id,
-                b"reason": reason.encode()[:2000],
-                PAYLOAD_FIELD: (delivery.payload or b"")[:65536],
-                b"at_ms": str(int(time.time() * 1000)).encode(),
-            },
-            maxlen=100_000,
-            approximate=True,
-        )
+        pipe.xadd(dead_stream, fields, maxlen=DEAD_LETTER_CAP, approximate=True)
         pipe.xack(delivery.stream, self.group, delivery.entry_id)
         pipe.execute()
 

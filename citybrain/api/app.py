@@ -6,6 +6,7 @@ import redis
 from fastapi import FastAPI
 
 from citybrain.api import (
+    dead_letters,
     forecasts,
     intersections,
     keys,
@@ -61,7 +62,7 @@ def create_app(
         history=history,
     )
     problems.install(app)
-    for module in (service, rsus, intersections, signals, forecasts, routes, keys):
+    for module in (service, rsus, intersections, signals, forecasts, routes, dead_letters, keys):
         app.include_router(module.router)
     app.include_router(signals.audit_router)
     return app

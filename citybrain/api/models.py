@@ -34,6 +34,11 @@ class HealthReport(BaseModel):
         None, description="age of the oldest entry ingest has not read: the lag in seconds"
     )
     dead_letters: int = Field(description="invalid messages set aside in dead-letter streams")
+    dead_letters_trimmed: int = Field(
+        0,
+        description="dead letters removed by the streams' cap (100,000 per partition) before "
+        "anyone resent or dropped them",
+    )
     lost_entries: int = Field(
         0,
         description="bus entries trimmed before ingest read them (an outage longer than "

@@ -12,7 +12,9 @@ from prometheus_client.core import GaugeMetricFamily
 
 from citybrain.api.context import ApiContext, context
 from citybrain.api.models import HealthReport
+from citybrain.dead_letters import DeadLetters
 from citybrain.state import now_ms
+from common.bus import DEAD_LETTER_CAP
 
 router = APIRouter(tags=["service"])
 
@@ -75,6 +77,14 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
             f"ingest lagging: oldest unread entry is {age_ms / 1000:.1f} s old "
             f"({lag['unread']} unread)"
         )
+    dead = DeadLetters(ctx.client, config.bus.partitions)
+    trimmed = dead.trimmed()
+    if trimmed:
+        problems.append(
+            f"{trimmed} dead letters were trimmed by the cap of {DEAD_LETTER_CAP} per "
+            "partition before anyone looked at them: resend or drop them "
+            "(citybrain dead-letters) sooner"
+        )
     history_ok = None
     if ctx.history is not None:
         try:
@@ -91,7 +101,8 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
         ingest_pending=lag["pending"],
         oldest_unread_age_s=None if age_ms is None else round(age_ms / 1000, 3),
         lost_entries=lost,
-        dead_letters=state.dead_letters(),
+        dead_letters=dead.count(),
+        dead_letters_trimmed=trimmed,
         rsus=len(registry),
         stale_cameras=stale,
         clock_ahead_cameras=len(ahead),
