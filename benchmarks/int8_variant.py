@@ -2,7 +2,8 @@
 of fp32 detections kept.
 
 Quantizes the fp32 model with ``rsu export``'s quantizer (head in float, calibrated on
-``--calib-frames`` frames of the clip), then on every frame of the clip runs both models
+``--calib-frames`` frames of the clip, the head's last biases corrected; and once more
+without that correction, for comparison), then on every frame of the clip runs both models
 through the RSU detector (same letterbox, thresholds and NMS).  Inference is timed in
 alternating blocks in one process, so machine noise hits both alike.  A fp32 detection is
 kept when the int8 model has a box of the same class with IoU >= 0.5 (greedy, per frame).
@@ -21,36 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rsu_latency import load_frames, machine_info, percentile  # noqa: E402
-
-
-def kept_share(reference, candidate) -> tuple[int, int]:
-    """(fp32 boxes matched by an int8 box of the same class at IoU >= 0.5, fp32 boxes)."""
-    from rsu.tracker import iou_matrix
-
-    kept = 0
-    for ref, cand in zip(reference, candidate, strict=True):
-        if not len(ref) or not len(cand):
-            continue
-        iou = iou_matrix(ref.xyxy.astype(np.float64), cand.xyxy.astype(np.float64))
-        iou[ref.class_name[:, None] != cand.class_name[None, :]] = 0.0
-        used: set[int] = set()
-        for i in np.argsort(-ref.confidence):
-            order = np.argsort(-iou[i])
-            for j in order:
-                if iou[i, j] < 0.5:
-                    break
-                if j not in used:
-                    used.add(int(j))
-                    kept += 1
-                    break
-    return kept, sum(len(r) for r in reference)
 
 
 def main() -> int:
@@ -67,18 +44,26 @@ def main() -> int:
 
     from common.datadir import resolve_asset
     from rsu.detector import DetectorConfig, OnnxDetector, OpenVinoDetector
+    from rsu.evaluation import kept_share
     from rsu.export import quantize_int8
     from rsu.replay import load_scene
 
     video = resolve_asset(load_scene(args.scene).video or "")
     fp32 = resolve_asset(args.onnx or f"models/yolov8n-coco-{args.imgsz}.onnx")
     with tempfile.TemporaryDirectory() as tmp:
+        uncorrected = None
         if args.int8:
             int8 = resolve_asset(args.int8)
         else:
             int8, _ = quantize_int8(fp32, Path(tmp) / "int8.onnx", video, args.calib_frames)
+            # The same quantization without the head's bias correction, for comparison.
+            uncorrected, _ = quantize_int8(
+                fp32, Path(tmp) / "raw.onnx", video, args.calib_frames, correct_bias=False
+            )
         config = DetectorConfig(model="-", imgsz=args.imgsz, threads=args.threads)
         detectors = {"fp32": OnnxDetector(config, fp32), "int8": OnnxDetector(config, int8)}
+        if uncorrected is not None:
+            detectors["int8_uncorrected"] = OnnxDetector(config, uncorrected)
         try:
             import openvino  # noqa: F401
 
@@ -102,7 +87,7 @@ def main() -> int:
                     output = det.infer(blob)
                     times[name].append((time.perf_counter() - t0) * 1000)
                     found[name].append(det.postprocess(output, box, frames[k].shape))
-    kept, total = kept_share(found["fp32"], found["int8"])
+    kept, total, int8_total = kept_share(found["fp32"], found["int8"])
     figures = {
         "imgsz": args.imgsz,
         "frames": len(frames),
@@ -112,10 +97,20 @@ def main() -> int:
         "fp32_detections": total,
         "int8_detections": sum(len(d) for d in found["int8"]),
         "detections_kept_share": round(kept / total, 3) if total else None,
+        # the other side: int8 boxes that match a fp32 box (adding boxes raises the kept
+        # share and lowers this one)
+        "int8_detections_matched_share": round(kept / int8_total, 3) if int8_total else None,
         "calibration_frames": args.calib_frames,
     }
+    if "int8_uncorrected" in found:
+        kept_raw, _, raw_total = kept_share(found["fp32"], found["int8_uncorrected"])
+        figures["int8_uncorrected_detections"] = raw_total
+        figures["int8_uncorrected_kept_share"] = round(kept_raw / total, 3) if total else None
+        figures["int8_uncorrected_matched_share"] = (
+            round(kept_raw / raw_total, 3) if raw_total else None
+        )
     for name in [n for n in detectors if n.startswith("openvino")]:
-        kept_here, _ = kept_share(found["fp32"], found[name])
+        kept_here, _, _ = kept_share(found["fp32"], found[name])
         figures[f"{name}_inference_p50_ms"] = round(percentile(times[name], 50), 2)
         figures[f"{name}_speedup"] = round(
             percentile(times["fp32"], 50) / percentile(times[name], 50), 2

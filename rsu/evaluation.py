@@ -9,6 +9,7 @@ operating threshold.
   without counting as hits or misses (matched, as COCO does, by the share of the detection
   inside the region).
 - ``vehicle`` merges car, motorcycle, bus and truck into one class, on both sides.
+- :func:`kept_share` compares two models' detections (fp32 against int8, say) the same way.
 """
 
 from __future__ import annotations
@@ -157,3 +158,29 @@ def precision_recall(
             "gt": gt_n,
         }
     return out
+
+
+def kept_share(
+    reference: list[Detections], candidate: list[Detections], iou: float = 0.5
+) -> tuple[int, int, int]:
+    """(reference boxes matched, reference boxes, candidate boxes) over frames: a reference
+    box is kept if an unmatched candidate box of the same class overlaps it with IoU >=
+    ``iou`` (greedy, in descending reference score).  Matched over candidate boxes is the
+    other side: a model that adds boxes keeps more, and matches a smaller share of its own.
+    """
+    kept = 0
+    for ref, cand in zip(reference, candidate, strict=True):
+        if not len(ref) or not len(cand):
+            continue
+        overlap = iou_matrix(ref.xyxy.astype(np.float64), cand.xyxy.astype(np.float64))
+        overlap[ref.class_name[:, None] != cand.class_name[None, :]] = 0.0
+        used: set[int] = set()
+        for i in np.argsort(-ref.confidence):
+            for j in np.argsort(-overlap[i]):
+                if overlap[i, j] < iou:
+                    break
+                if j not in used:
+                    used.add(int(j))
+                    kept += 1
+                    break
+    return kept, sum(len(r) for r in reference), sum(len(c) for c in candidate)
