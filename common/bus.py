@@ -189,6 +189,7 @@ class StreamConsumer:
         self._backlog: dict[str, bytes] = {}
         self._next_claim = 0.0
         self._next_discovery = 0.0
+        self._index_size = 0  # members of the index sets at the last discovery
         self.claimed_total = 0
         self._losses = LossLedger(client)
 
@@ -200,19 +201,24 @@ class StreamConsumer:
         """Pick up RSU streams announced since the last look; a new stream's group starts at
         its beginning (id 0), and our own pending entries on it are re-read first."""
         self._next_discovery = time.monotonic() + self.discover_interval_s
+        # Counted before they are listed: a stream announced in between is picked up now
+        # and seen as new once more (harmless), never missed until the next timed look.
+        pipe = self._client.pipeline(transaction=False)
+        for p in range(self.partitions):
+            pipe.scard(index_key(p))
+        self._index_size = sum(pipe.execute())
         known = set(self.streams)
-        added = False
-        for stream in discover_streams(self._client, self.partitions):
-            if stream in known:
-                continue
-            added = True
-            try:
-                self._client.xgroup_create(stream, self.group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        new = [s for s in discover_streams(self._client, self.partitions) if s not in known]
+        pipe = self._client.pipeline(transaction=False)  # a city's RSUs at once, at start
+        for stream in new:
+            pipe.xgroup_create(stream, self.group, id="0", mkstream=True)
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, redis.ResponseError) and "BUSYGROUP" not in str(reply):
+                raise reply
+        for stream in new:
             self.streams.append(stream)
             self._backlog[stream] = b"0"
+        added = bool(new)
         # A gap left by an outage is counted before it closes: at start, before anything new
         # is read, then every loss_check_interval_s (two commands per stream: not every read).
         if self.streams and (added or time.monotonic() >= self._next_loss_check):
@@ -221,7 +227,7 @@ class StreamConsumer:
 
     def read(self) -> list[Delivery]:
         """Next batch: own pending first, then stale entries of others, then new entries."""
-        if time.monotonic() >= self._next_discovery:
+        if not self.streams or time.monotonic() >= self._next_discovery:
             self.ensure_groups()
         if not self.streams:
             time.sleep(self.block_ms / 1000)
@@ -254,7 +260,18 @@ class StreamConsumer:
         pipe = self._client.pipeline(transaction=False)
         for part in by_partition.values():
             pipe.xreadgroup(self.group, self.consumer, part, count=per_stream)
-        responses = [r for reply in pipe.execute() for r in (reply or [])]
+        if block:
+            # A new RSU's stream is looked for at once when the index sets grow, not at the
+            # next timed look: its first messages would wait for it (up to
+            # discover_interval_s).  The counts ride in the same round trip.
+            for p in range(self.partitions):
+                pipe.scard(index_key(p))
+        replies = pipe.execute()
+        if block:
+            replies, sizes = replies[: len(by_partition)], replies[len(by_partition) :]
+            if sum(sizes) != self._index_size:
+                self._next_discovery = 0.0
+        responses = [r for reply in replies for r in (reply or [])]
         if not responses and block:
             if isinstance(self._client, redis.RedisCluster):
                 time.sleep(min(self.block_ms, CLUSTER_POLL_MS) / 1000)
