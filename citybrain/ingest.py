@@ -113,8 +113,7 @@ class IngestWorker:
                 reason = f"message from rsu_id {message.rsu_id!r} on the stream of {stream_rsu!r}"
                 self._dead_letter(delivery, partition, reason)
                 continue
-            if _names_all_lanes(message, delivery.payload):
-                reason = f"lane id {keys.ALL_LANES!r} is reserved for the camera's total"
+            if reason := _reserved_lane(message, delivery.payload):
                 self._dead_letter(delivery, partition, reason)
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
@@ -206,18 +205,24 @@ def _note_clock(cameras: dict[str, int], message: BusMessage, entry_id: bytes) -
         cameras[camera] = ahead
 
 
-def _names_all_lanes(message: BusMessage, payload: bytes) -> bool:
-    """Whether a lane id of ``message`` is "*", the row of the camera's total: its counts
-    would be added to the total twice."""
-    if b"*" not in payload and b"\\" not in payload:  # (escaped, it needs a backslash)
-        return False  # the common case, in 0.5 us a frame
+def _reserved_lane(message: BusMessage, payload: bytes) -> str | None:
+    """Why a lane id of ``message`` cannot be stored, or None.  The counts rows of a camera
+    are named by lane id, and two names are taken: "*", the camera's total (its counts would
+    be added to the total twice), and "line:<id>", the rows of counting lines (a lane
+    "line:x" would share counting line x's row)."""
+    if b"*" not in payload and b"line:" not in payload and b"\\" not in payload:
+        return None  # the common case, in 0.5 us a frame (escaped, either needs a backslash)
     if message.kind == "frame":
         lanes = set(map(LANE_ID, message.objects))  # type: ignore[union-attr]
     elif message.kind == "lane_aggregates":
         lanes = set(map(LANE_ID, message.lanes))  # type: ignore[union-attr]
     else:
-        return False
-    return keys.ALL_LANES in lanes
+        return None
+    if keys.ALL_LANES in lanes:
+        return f"lane id {keys.ALL_LANES!r} is reserved for the camera's total"
+    for lane in sorted(lane for lane in lanes if lane and lane.startswith(keys.LINE_PREFIX)):
+        return f"lane id {lane!r}: the prefix {keys.LINE_PREFIX!r} is reserved for counting lines"
+    return None
 
 
 def install_signal_handlers(worker: IngestWorker) -> None:

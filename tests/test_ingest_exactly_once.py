@@ -425,6 +425,36 @@ def test_a_lane_called_star_is_dead_lettered(
     assert measured_totals(redis_client, config, ["rsu-j"])[("rsu-j", "*")][0] == 2  # frames
 
 
+def test_a_lane_named_like_a_counting_lines_row_is_dead_lettered(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Counting line x's counts are kept in the row "line:x": a lane of that name would
+    show its counts in that row, mixed with the line's."""
+    from common.schemas import LaneAggregates, LaneInterval, LineInterval
+
+    config, _ = config_for(redis_url, tmp_path)
+    line = LaneAggregates(
+        rsu_id="rsu-m", camera_id="cam0", run_id="run1", seq=0, interval_start_ms=T0,
+        interval_s=60, observed_s=60, lanes=[LaneInterval(lane_id="L1", counts={})],
+        lines=[LineInterval(line_id="x", positive={RoadUserClass.car: 4})],
+    )  # fmt: skip
+    posing = line.model_copy(
+        update={"seq": 1, "lines": [], "lanes": [LaneInterval(lane_id="line:x", counts={})]}
+    )
+    escaped = encode_message(posing.model_copy(update={"seq": 2})).replace(
+        b'"line:x"', b'"line\\u003ax"'
+    )
+    assert b"line\\u003ax" in escaped
+    producer = StreamProducer(redis_client, config.bus)
+    producer.publish([("rsu-m", encode_message(m)) for m in (line, posing)] + [("rsu-m", escaped)])
+    stats = IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.3)
+    assert (stats.applied, stats.dead_lettered) == (1, 2)
+    dead = redis_client.xrange(producer.stream_for("rsu-m").split(":rsu:")[0] + ":dead")
+    assert {entry[1][b"reason"].decode() for entry in dead} == {
+        "lane id 'line:x': the prefix 'line:' is reserved for counting lines"
+    }
+
+
 def test_lane_aggregates_naming_a_lane_twice_are_dead_lettered(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
