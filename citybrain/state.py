@@ -15,9 +15,11 @@ from citybrain import keys
 from citybrain.config import CitybrainConfig
 from citybrain.dead_letters import DeadLetters
 from common.bus import (
+    GroupView,
     LossLedger,
     discover_streams,
     group_lag,
+    group_views,
     partition_tag,
 )
 
@@ -185,47 +187,59 @@ class TrafficState:
         """Every RSU stream; pass it to the methods below to look the streams up once."""
         return discover_streams(self.client, self.partitions)
 
-    def ingest_lag(self, streams: list[str] | None = None) -> dict[str, int]:
+    def group_views(self, streams: list[str] | None = None) -> list[GroupView]:
+        """Every RSU stream as the ingest group sees it, in one pass: pass it to the methods
+        below, so that /health reads each stream's group once, however many RSUs."""
+        streams = self.streams() if streams is None else streams
+        return group_views(self.client, streams, self.config.ingest.group)
+
+    def ingest_lag(self, views: list[GroupView] | None = None) -> dict[str, int]:
         """Entries not yet read by the ingest group, and entries read but not yet acked."""
-        unread, pending = group_lag(
-            self.client, self.streams() if streams is None else streams, self.config.ingest.group
-        )
+        views = self.group_views() if views is None else views
+        unread, pending = group_lag(self.client, [], self.config.ingest.group, views)
         return {"unread": unread, "pending": pending}
 
-    def lost_entries(self, streams: list[str] | None = None) -> int:
+    def lost_entries(self, views: list[GroupView] | None = None) -> int:
         """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
+        views = self.group_views() if views is None else views
         return LossLedger(self.client).total(
-            self.streams() if streams is None else streams, self.config.ingest.group
+            [v.stream for v in views], self.config.ingest.group, views
         )
 
-    def oldest_unread_age_ms(self, streams: list[str] | None = None) -> int | None:
-        """Age of the oldest entry the ingest group has not yet read, over all partitions.
+    def oldest_unread_age_ms(self, views: list[GroupView] | None = None) -> int | None:
+        """Age of the oldest entry the ingest group has not yet read, over all streams.
 
         Stream ids start with their server time in ms, so the first id after the group's
-        last-delivered id tells how far behind ingest is, in time.
+        last-delivered id tells how far behind ingest is, in time.  That entry came after
+        the last delivered one, whose time is thus a bound: streams are looked at from the
+        lowest bound up, and no further once none left could be older by more than
+        ``AGE_PRECISION_MS`` (a live city has thousands of streams a few entries behind).
         """
-        streams = self.streams() if streams is None else streams
-        pipe = self.client.pipeline(transaction=False)
-        for stream in streams:
-            pipe.xinfo_groups(stream)
-        group = self.config.ingest.group.encode()
-        last: dict[str, bytes] = {}
-        for stream, groups in zip(streams, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(groups, Exception):
-                continue
-            for g in groups:
-                name = g["name"] if isinstance(g["name"], bytes) else g["name"].encode()
-                if name == group:
-                    delivered = g["last-delivered-id"]
-                    last[stream] = delivered if isinstance(delivered, bytes) else delivered.encode()
-        pipe = self.client.pipeline(transaction=False)
-        for stream in streams:
-            start = b"(" + last[stream] if stream in last else b"-"
-            pipe.xrange(stream, min=start, max="+", count=1)
-        oldest = None
-        for entries in pipe.execute(raise_on_error=False):
-            if isinstance(entries, Exception) or not entries:
-                continue
-            stamp = int(_text(entries[0][0]).split("-")[0])
-            oldest = stamp if oldest is None else min(oldest, stamp)
+        views = self.group_views() if views is None else views
+        behind = sorted(
+            (v for v in views if v.unread > 0),
+            key=lambda v: _id_ms(v.delivered) if v.delivered else 0,
+        )
+        oldest: int | None = None
+        for start in range(0, len(behind), AGE_CHUNK):
+            chunk = behind[start : start + AGE_CHUNK]
+            bound = _id_ms(chunk[0].delivered) if chunk[0].delivered else 0
+            if oldest is not None and bound >= oldest - AGE_PRECISION_MS:
+                break
+            pipe = self.client.pipeline(transaction=False)
+            for v in chunk:
+                pipe.xrange(v.stream, min=b"(" + v.delivered if v.delivered else b"-", count=1)
+            for entries in pipe.execute(raise_on_error=False):
+                if isinstance(entries, Exception) or not entries:
+                    continue
+                stamp = _id_ms(entries[0][0])
+                oldest = stamp if oldest is None else min(oldest, stamp)
         return None if oldest is None else max(0, now_ms() - oldest)
+
+
+AGE_CHUNK = 64
+AGE_PRECISION_MS = 500
+
+
+def _id_ms(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).split("-")[0])

@@ -361,14 +361,33 @@ class StreamConsumer:
         return unread + pending
 
 
-def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> dict[str, int]:
+def trimmed_unread(
+    client: redis.Redis,
+    streams: Sequence[str],
+    group: str,
+    views: Sequence[GroupView] | None = None,
+) -> dict[str, int]:
     """Per stream, entries the cap trimmed before ``group`` read them, as of now: data lost to
     an outage longer than the retention (streams without such a gap are left out).
 
-    When trimming passed the group's last-delivered id (the first entry left is newer), every
-    entry still in the stream is unread, so the lost ones are those added, less those read,
-    less those left.
+    Mostly from the group's lag (``GroupView.trimmed``); where the server cannot compute it,
+    from the stream's first entry (XINFO STREAM, which also returns the first and last
+    entries' payloads: too heavy for thousands of streams every few seconds).
     """
+    views = group_views(client, streams, group) if views is None else views
+    lost = {v.stream: v.trimmed for v in views if v.trimmed}
+    unknown = [v.stream for v in views if v.trimmed is None]
+    if unknown:
+        lost.update(_trimmed_unread_by_first_entry(client, unknown, group))
+    return lost  # type: ignore[return-value]
+
+
+def _trimmed_unread_by_first_entry(
+    client: redis.Redis, streams: Sequence[str], group: str
+) -> dict[str, int]:
+    """When trimming passed the group's last-delivered id (the first entry left is newer),
+    every entry still in the stream is unread, so the lost ones are those added, less those
+    read, less those left."""
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xinfo_stream(stream)
@@ -445,9 +464,11 @@ class LossLedger:
         if args:
             self._script(keys=[LOSS_KEY], args=args)
 
-    def total(self, streams: Sequence[str], group: str) -> int:
+    def total(
+        self, streams: Sequence[str], group: str, views: Sequence[GroupView] | None = None
+    ) -> int:
         """Every entry known lost: closed gaps, plus open gaps as they are now."""
-        gaps = trimmed_unread(self.client, streams, group)
+        gaps = trimmed_unread(self.client, streams, group, views)
         total = 0
         seen: set[str] = set()
         for name, value in self.client.hgetall(LOSS_KEY).items():
@@ -466,38 +487,82 @@ def _id_tuple(value: bytes | str | None) -> tuple[int, int] | None:
     return int(ms), int(seq or 0)
 
 
-def group_lag(client: redis.Redis, streams: Sequence[str], group: str) -> tuple[int, int]:
-    """(unread, pending) of ``group`` over ``streams``.
+@dataclass(frozen=True)
+class GroupView:
+    """One stream as a consumer group sees it (XINFO GROUPS and XLEN): what /health needs of
+    every RSU stream, read in one pass."""
 
-    A stream whose group does not exist yet counts as wholly unread.  When the server cannot
-    compute the lag (it reports nil after entries were deleted), the bound XLEN - entries-read
-    is used instead.
-    """
+    stream: str
+    length: int
+    info: dict | None  # the group's XINFO GROUPS entry; None: the group does not exist yet
+
+    @property
+    def pending(self) -> int:
+        return int(self.info.get("pending") or 0) if self.info else 0
+
+    @property
+    def unread(self) -> int:
+        """Entries not yet delivered.  A stream without the group counts as wholly unread;
+        when the server cannot compute the lag (nil after entries were deleted), the bound
+        XLEN - entries-read is used."""
+        if self.info is None:
+            return self.length
+        if self.info.get("lag") is not None:
+            return int(self.info["lag"])
+        read = self.info.get("entries-read")
+        return max(0, self.length - int(read)) if read is not None else self.length
+
+    @property
+    def trimmed(self) -> int | None:
+        """Entries trimmed before the group read them, or None when the server's lag cannot
+        tell.  The lag counts entries added and not read, trimmed or not: beyond what the
+        stream still holds, they were trimmed unread."""
+        if self.info is None:
+            return 0
+        lag = self.info.get("lag")
+        if lag is None or self.info.get("entries-read") is None:
+            # A group made (at id 0) after trimming: the server's lag counts only what is
+            # left, so it cannot tell what went before.
+            return None
+        return max(0, int(lag) - self.length)
+
+    @property
+    def delivered(self) -> bytes | None:
+        """The group's last-delivered id (None without the group)."""
+        if self.info is None:
+            return None
+        value = self.info.get("last-delivered-id")
+        return value if isinstance(value, bytes) or value is None else value.encode()
+
+
+def group_views(client: redis.Redis, streams: Sequence[str], group: str) -> list[GroupView]:
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xinfo_groups(stream)
         pipe.xlen(stream)
     results = pipe.execute(raise_on_error=False)
     wanted = group.encode()
-    unread = pending = 0
-    for groups, length in zip(results[0::2], results[1::2], strict=True):
-        length = length if isinstance(length, int) else 0
+    views = []
+    for stream, groups, length in zip(streams, results[0::2], results[1::2], strict=True):
         info = None
         if not isinstance(groups, Exception):
             for g in groups:
                 name = g["name"] if isinstance(g["name"], bytes) else g["name"].encode()
                 if name == wanted:
                     info = g
-        if info is None:
-            unread += length
-            continue
-        pending += int(info.get("pending") or 0)
-        if info.get("lag") is not None:
-            unread += int(info["lag"])
-        else:
-            read = info.get("entries-read")
-            unread += max(0, length - int(read)) if read is not None else length
-    return unread, pending
+        views.append(GroupView(stream, length if isinstance(length, int) else 0, info))
+    return views
+
+
+def group_lag(
+    client: redis.Redis,
+    streams: Sequence[str],
+    group: str,
+    views: Sequence[GroupView] | None = None,
+) -> tuple[int, int]:
+    """(unread, pending) of ``group`` over ``streams`` (``views``: read already)."""
+    views = group_views(client, streams, group) if views is None else views
+    return sum(v.unread for v in views), sum(v.pending for v in views)
 
 
 def _to_delivery(stream: str, entry: tuple[bytes, dict[bytes, bytes]]) -> Delivery:

@@ -144,3 +144,42 @@ def test_a_new_rsus_stream_is_read_at_once_not_at_the_next_timed_look(redis_clie
     for _ in range(3):  # the read that sees the index grow, then the one that reads it
         got += [d.payload for d in c.read()]
     assert got == [b"n1"]
+
+
+def test_entries_trimmed_before_a_group_existed_are_counted_too(redis_client) -> None:
+    """The group's lag says what was trimmed only once the group has read; a group made at
+    id 0 after the trimming falls back to the stream's first entry."""
+    small = StreamProducer(redis_client, BusConfig(partitions=1, maxlen=100))
+    for _ in range(4):
+        small.publish([("late", b"z")] * 50)
+    stream = stream_key("late", 1)
+    redis_client.xtrim(stream, maxlen=100, approximate=False)
+    redis_client.xgroup_create(stream, "g", id="0")
+    assert trimmed_unread(redis_client, [stream], "g") == {stream: 200 - 100}
+
+
+def test_the_oldest_unread_entry_is_found_among_many_streams(redis_client) -> None:
+    """/health looks at streams from the oldest last delivery up, and stops when none left
+    could be older; the one stream far behind must still be found."""
+    from citybrain.config import CitybrainConfig
+    from citybrain.state import TrafficState
+
+    config = CitybrainConfig.model_validate(
+        {"bus": {"redis_url": "redis://unused", "partitions": 4}, "history": {"enabled": False}}
+    )
+    p = producer(redis_client)
+    p.publish([("stuck", b"old")])
+    time.sleep(1.5)
+    busy = [f"busy-{i}" for i in range(200)]
+    p.publish([(rsu, b"read") for rsu in busy])
+    streams = [stream_key(rsu, 4) for rsu in ["stuck", *busy]]
+    for stream in streams:  # every group has read all there was
+        redis_client.xgroup_create(stream, "citybrain", id="$")
+    p.publish([(rsu, b"new") for rsu in ["stuck", *busy]])  # one unread entry each
+    state = TrafficState(redis_client, config)
+    assert state.ingest_lag()["unread"] == 201
+    age = state.oldest_unread_age_ms()
+    assert age is not None and age < 1000  # all new
+    redis_client.xgroup_setid(streams[0], "citybrain", id="0")  # "old" is unread again
+    age = state.oldest_unread_age_ms()
+    assert age is not None and age >= 1500

@@ -41,9 +41,9 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
             rsus=0, stale_cameras=0, problems=["Redis unreachable"],
         )  # fmt: skip
     state, config = ctx.state, ctx.config
-    streams = state.streams()  # looked up once for the three figures below
-    lag = state.ingest_lag(streams)
-    age_ms = state.oldest_unread_age_ms(streams)
+    views = state.group_views()  # every stream's group read once for the three figures
+    lag = state.ingest_lag(views)
+    age_ms = state.oldest_unread_age_ms(views)
     registry = state.registry()
     now = now_ms()
     stale_ms = config.state.stale_after_s * 1000
@@ -66,7 +66,7 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
             f"({_examples(behind)}): their clocks run behind, or they are re-sending what "
             "they spooled during an outage"
         )
-    lost = state.lost_entries(streams)
+    lost = state.lost_entries(views)
     if lost:
         problems.append(
             f"{lost} bus entries were trimmed before ingest read them: ingest was down longer "
