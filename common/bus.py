@@ -394,18 +394,10 @@ def _trimmed_unread_by_first_entry(
         pipe.xinfo_groups(stream)
     results = pipe.execute(raise_on_error=False)
     lost: dict[str, int] = {}
-    wanted = group.encode()
     for stream, info, groups in zip(streams, results[0::2], results[1::2], strict=True):
-        if isinstance(info, Exception) or isinstance(groups, Exception):
+        if isinstance(info, Exception):
             continue
-        mine = next(
-            (
-                g
-                for g in groups
-                if (g["name"] if isinstance(g["name"], bytes) else g["name"].encode()) == wanted
-            ),
-            None,
-        )
+        mine = _group_named(groups, group)
         if mine is None:
             continue
         first = info.get("first-entry")
@@ -541,17 +533,21 @@ def group_views(client: redis.Redis, streams: Sequence[str], group: str) -> list
         pipe.xinfo_groups(stream)
         pipe.xlen(stream)
     results = pipe.execute(raise_on_error=False)
+    return [
+        GroupView(stream, length if isinstance(length, int) else 0, _group_named(groups, group))
+        for stream, groups, length in zip(streams, results[0::2], results[1::2], strict=True)
+    ]
+
+
+def _group_named(groups: list[dict] | Exception, group: str) -> dict | None:
+    """``group``'s entry in an XINFO GROUPS reply (an error: the stream does not exist)."""
+    if isinstance(groups, Exception):
+        return None
     wanted = group.encode()
-    views = []
-    for stream, groups, length in zip(streams, results[0::2], results[1::2], strict=True):
-        info = None
-        if not isinstance(groups, Exception):
-            for g in groups:
-                name = g["name"] if isinstance(g["name"], bytes) else g["name"].encode()
-                if name == wanted:
-                    info = g
-        views.append(GroupView(stream, length if isinstance(length, int) else 0, info))
-    return views
+    for g in groups:
+        if (g["name"] if isinstance(g["name"], bytes) else g["name"].encode()) == wanted:
+            return g
+    return None
 
 
 def group_lag(
