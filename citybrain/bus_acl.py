@@ -32,6 +32,7 @@ def rsu_rules(rsu_id: str, partitions: int, password: str) -> list[str]:
     return [
         "reset", "on", f">{password}", "resetchannels",
         f"~{stream}", "+xadd", "+ping", "+client|setinfo",
+        "+time",  # rsu check compares the RSU's clock with the server's
         # What a Cluster client asks on connecting: the slot map and the command table.
         "+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command",
         f"(~{index} +sadd)",

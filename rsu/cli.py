@@ -119,6 +119,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from common.config import load_config
+    from rsu.config import RsuConfig
+    from rsu.preflight import FAIL, format_checks, run_checks
+
+    overrides = {}
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    if redis_url:
+        overrides["bus"] = {"redis_url": redis_url}
+    try:
+        config = load_config(RsuConfig, args.config, overrides)
+    except ConfigError as exc:
+        print(f"rsu check: error: {exc}", file=sys.stderr)
+        return 2
+    checks = run_checks(config, camera_wait_s=args.camera_wait)
+    if args.json:
+        sys.stdout.write(orjson.dumps([c.__dict__ for c in checks]).decode() + "\n")
+    else:
+        print(format_checks(checks))
+    return 1 if any(c.verdict == FAIL for c in checks) else 0
+
+
 def _tiles(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
@@ -256,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="RSU config YAML with a `source`")
     run.add_argument("--redis-url", help="bus URL (default: $REDIS_URL, then the config)")
     run.set_defaults(func=_run)
+
+    preflight = sub.add_parser(
+        "check", help="before going live: scene, model, camera, bus and clock, each with a verdict"
+    )
+    preflight.add_argument("--config", required=True, help="the RSU's YAML config (as for rsu run)")
+    preflight.add_argument("--redis-url", help="bus URL (default: $REDIS_URL, then the config)")
+    preflight.add_argument(
+        "--camera-wait", type=float, default=10.0, help="seconds to wait for a frame"
+    )
+    preflight.add_argument("--json", action="store_true", help="one JSON line of the checks")
+    preflight.set_defaults(func=_check)
 
     export = sub.add_parser("export", help="export weights to ONNX, static int8 ONNX or TensorRT")
     export.add_argument("--weights", required=True, help=".pt to export, or a fp32 .onnx")
