@@ -78,3 +78,31 @@ def test_bus_ingest_state_and_api_work_unchanged_on_a_cluster(
     assert publisher.connected and publisher.spool_depth == 0
     IngestWorker(config, connect(config.bus.redis_url, cluster=True)).run(idle_exit_s=0.5)
     assert state.camera_states("rsu-new")["cam0"]["frame"]["seq"] == 2
+
+
+def test_dead_letters_are_read_and_resent_on_a_cluster(
+    cluster: LocalRedisCluster, tmp_path: Path
+) -> None:
+    """The resend script touches the dead letters, the RSU's stream, the index and a counter:
+    one partition's keys, so one slot."""
+    from citybrain.dead_letters import DeadLetters
+
+    config = CitybrainConfig.model_validate(
+        {
+            "bus": {"redis_url": cluster.url, "cluster": True, "partitions": 8},
+            "ingest": {"consumer": "dl", "block_ms": 50},
+            "history": {"enabled": False},
+        }
+    )
+    client = connect(config.bus.redis_url, cluster=True)
+    StreamProducer(client, config.bus).publish([("rsu-dl-1", b"junk"), ("rsu-dl-2", b"[]")])
+    worker = IngestWorker(config, connect(config.bus.redis_url, cluster=True))
+    assert worker.run(idle_exit_s=0.3).dead_lettered == 2
+    letters = DeadLetters(client, 8)
+    found = letters.scan(rsu_id="rsu-dl-1")
+    assert [d.payload for d in found.items] == [b"junk"] and letters.count() >= 2
+    assert letters.resend(found.items[0])
+    assert letters.scan(rsu_id="rsu-dl-1").items == [] and letters.trimmed() == 0
+    worker = IngestWorker(config, connect(config.bus.redis_url, cluster=True))
+    assert worker.run(idle_exit_s=0.3).dead_lettered == 1  # still junk: set aside again
+    assert [d.payload for d in letters.scan(rsu_id="rsu-dl-1").items] == [b"junk"]
