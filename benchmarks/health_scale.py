@@ -4,7 +4,9 @@
 ingest lag, the age of the oldest unread entry, entries trimmed unread.  This sets up
 ``--rsus`` streams on an embedded Valkey, each with a group that has read what was there
 and ``--behind`` messages of ``--payload`` bytes it has not (a live city between two reads),
-and times the report with its cache off.
+and times the report with its cache off.  ``--live``: the message each group read was sent
+just before its unread one, as at 30 fps, so the search for the oldest unread entry can
+stop early; without it, seconds before, so it reads every stream.
 
 Prints the figures, then one JSON line.
 """
@@ -31,6 +33,12 @@ def main() -> int:
     parser.add_argument("--payload", type=int, default=7000, help="bytes per message")
     parser.add_argument("--behind", type=int, default=1, help="unread messages per stream")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="each group has read a message sent just before its unread one (as in a city at "
+        "30 fps); default: read one sent seconds before",
+    )
     args = parser.parse_args()
 
     from citybrain.api.context import ApiContext
@@ -53,13 +61,24 @@ def main() -> int:
             for i in range(0, len(rsus), 500):
                 producer.publish([(rsu, payload) for rsu in rsus[i : i + 500]])
 
-        publish_all()
-        consumer = StreamConsumer(client, args.partitions, "citybrain", "w", batch=10_000)
-        consumer.ensure_groups()
-        while batch := consumer.read():
-            consumer.ack(batch)
-        for _ in range(args.behind):
+        if args.live:
+            for i in range(0, len(rsus), 100):
+                chunk = rsus[i : i + 100]
+                read_ids = producer.publish([(rsu, payload) for rsu in chunk])
+                for _ in range(args.behind):
+                    producer.publish([(rsu, payload) for rsu in chunk])
+                for rsu, entry_id in zip(chunk, read_ids, strict=True):
+                    client.xgroup_create(
+                        producer.stream_for(rsu), "citybrain", id=entry_id, entries_read=1
+                    )
+        else:
             publish_all()
+            consumer = StreamConsumer(client, args.partitions, "citybrain", "w", batch=10_000)
+            consumer.ensure_groups()
+            while batch := consumer.read():
+                consumer.ack(batch)
+            for _ in range(args.behind):
+                publish_all()
         config = CitybrainConfig.model_validate(
             {"bus": {"redis_url": server.url, "partitions": args.partitions},
              "history": {"enabled": False}}
@@ -79,6 +98,7 @@ def main() -> int:
         "rsus": args.rsus,
         "payload_bytes": args.payload,
         "behind": args.behind,
+        "live": args.live,
         "health_p50_ms": round(statistics.median(times), 1),
         "health_max_ms": round(max(times), 1),
         "ingest_unread": report.ingest_unread,
