@@ -49,7 +49,13 @@ def _fresh_health_report(ctx: ApiContext) -> HealthReport:
     stale_ms = config.state.stale_after_s * 1000
     stale = sum(1 for cams in registry.values() for t in cams.values() if now - t > stale_ms)
     problems = []
-    clocks = state.clock_ahead()
+    # Cameras still reporting: a silent one is counted in stale_cameras, and its last
+    # clock reading says nothing about now.
+    clocks = {
+        cam: ms
+        for cam, ms in state.clock_ahead().items()
+        if now - registry.get(cam[0], {}).get(cam[1], 0) <= stale_ms
+    }
     ahead = _clock_outliers(clocks, lambda ms: ms > config.state.clock_ahead_alert_s * 1000)
     behind = _clock_outliers(clocks, lambda ms: -ms > config.state.clock_behind_alert_s * 1000)
     if ahead:
