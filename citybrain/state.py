@@ -18,8 +18,8 @@ from common.bus import (
     GroupView,
     LossLedger,
     discover_streams,
-    group_lag,
     group_views,
+    lag_of,
     partition_tag,
 )
 
@@ -195,16 +195,13 @@ class TrafficState:
 
     def ingest_lag(self, views: list[GroupView] | None = None) -> dict[str, int]:
         """Entries not yet read by the ingest group, and entries read but not yet acked."""
-        views = self.group_views() if views is None else views
-        unread, pending = group_lag(self.client, [], self.config.ingest.group, views)
+        unread, pending = lag_of(self.group_views() if views is None else views)
         return {"unread": unread, "pending": pending}
 
     def lost_entries(self, views: list[GroupView] | None = None) -> int:
         """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
         views = self.group_views() if views is None else views
-        return LossLedger(self.client).total(
-            [v.stream for v in views], self.config.ingest.group, views
-        )
+        return LossLedger(self.client).total(self.config.ingest.group, views)
 
     def oldest_unread_age_ms(self, views: list[GroupView] | None = None) -> int | None:
         """Age of the oldest entry the ingest group has not yet read, over all streams.

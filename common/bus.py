@@ -361,20 +361,19 @@ class StreamConsumer:
         return unread + pending
 
 
-def trimmed_unread(
-    client: redis.Redis,
-    streams: Sequence[str],
-    group: str,
-    views: Sequence[GroupView] | None = None,
-) -> dict[str, int]:
+def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> dict[str, int]:
     """Per stream, entries the cap trimmed before ``group`` read them, as of now: data lost to
-    an outage longer than the retention (streams without such a gap are left out).
+    an outage longer than the retention (streams without such a gap are left out)."""
+    return trimmed_in(client, group, group_views(client, streams, group))
+
+
+def trimmed_in(client: redis.Redis, group: str, views: Sequence[GroupView]) -> dict[str, int]:
+    """:func:`trimmed_unread` of streams whose group views were read already.
 
     Mostly from the group's lag (``GroupView.trimmed``); where the server cannot compute it,
     from the stream's first entry (XINFO STREAM, which also returns the first and last
     entries' payloads: too heavy for thousands of streams every few seconds).
     """
-    views = group_views(client, streams, group) if views is None else views
     lost = {v.stream: v.trimmed for v in views if v.trimmed}
     unknown = [v.stream for v in views if v.trimmed is None]
     if unknown:
@@ -456,11 +455,10 @@ class LossLedger:
         if args:
             self._script(keys=[LOSS_KEY], args=args)
 
-    def total(
-        self, streams: Sequence[str], group: str, views: Sequence[GroupView] | None = None
-    ) -> int:
-        """Every entry known lost: closed gaps, plus open gaps as they are now."""
-        gaps = trimmed_unread(self.client, streams, group, views)
+    def total(self, group: str, views: Sequence[GroupView]) -> int:
+        """Every entry known lost: closed gaps, plus open gaps as they are now (``views``:
+        every stream's, read already)."""
+        gaps = trimmed_in(self.client, group, views)
         total = 0
         seen: set[str] = set()
         for name, value in self.client.hgetall(LOSS_KEY).items():
@@ -550,14 +548,13 @@ def _group_named(groups: list[dict] | Exception, group: str) -> dict | None:
     return None
 
 
-def group_lag(
-    client: redis.Redis,
-    streams: Sequence[str],
-    group: str,
-    views: Sequence[GroupView] | None = None,
-) -> tuple[int, int]:
-    """(unread, pending) of ``group`` over ``streams`` (``views``: read already)."""
-    views = group_views(client, streams, group) if views is None else views
+def group_lag(client: redis.Redis, streams: Sequence[str], group: str) -> tuple[int, int]:
+    """(unread, pending) of ``group`` over ``streams``."""
+    return lag_of(group_views(client, streams, group))
+
+
+def lag_of(views: Sequence[GroupView]) -> tuple[int, int]:
+    """(unread, pending) over streams whose group views were read already."""
     return sum(v.unread for v in views), sum(v.pending for v in views)
 
 

@@ -49,13 +49,11 @@ def run_checks(config: RsuConfig, camera_wait_s: float = CAMERA_WAIT_S) -> list[
 
 def _scene(config: RsuConfig, checks: list[Check]) -> Any:
     from rsu.replay import load_scene
-    from rsu.scene import SceneError
+    from rsu.scene import GroundProjector, SceneError
 
     if not config.scene:
         checks.append(Check("scene", WARN, "no scene: no lanes, positions, speeds or counts"))
         return None
-    from rsu.scene import GroundProjector
-
     try:
         scene = load_scene(config.scene)
         if scene.calibration is not None:
