@@ -211,6 +211,9 @@ def test_rerouting_the_same_cars_by_citybrain_through_the_bus_and_by_sumo(redis_
     # citybrain routed them on delays measured from what came through the bus.
     assert twin.bus_rsus > 0 and twin.fallback_steps == 0
     assert twin.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
+    # The arterial's entries fill up: cars waiting to enter were routed again (every 60 s,
+    # as SUMO's device does) and some left on another route than the one first chosen.
+    assert twin.reroutes_waiting > 0
     assert by_sumo.trip_time_rerouted < 0.9 * kept.trip_time_rerouted
     # En route too: citybrain changes routes of cars already driving (keeping each car's
     # next turn), and SUMO's device takes the same period.
@@ -221,6 +224,9 @@ def test_rerouting_the_same_cars_by_citybrain_through_the_bus_and_by_sumo(redis_
     sumo_en_route = run(scenario, "citybrain", options=HarnessOptions(
         reroute_share=share, reroute_by="sumo", reroute_period_s=60))  # fmt: skip
     assert sumo_en_route.trip_time_rerouted != by_sumo.trip_time_rerouted
+    with pytest.raises(ValueError, match="reroute pre-period"):
+        run(scenario, "citybrain", options=HarnessOptions(reroute_share=0.1,
+                                                          reroute_pre_period_s=-1))  # fmt: skip
     with pytest.raises(ValueError, match="reroute period"):
         run(scenario, "citybrain", options=HarnessOptions(reroute_share=0.1,
                                                           reroute_period_s=-1))  # fmt: skip

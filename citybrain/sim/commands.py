@@ -96,7 +96,8 @@ def _twin(args: argparse.Namespace) -> int:
         options = HarnessOptions(bus_url=url, miss_rate=args.miss_rate, noise_m=args.noise_m,
                                  step_s=1.0 / args.hz, reroute_share=args.reroute_share,
                                  reroute_by=args.reroute_by,
-                                 reroute_period_s=args.reroute_period)  # fmt: skip
+                                 reroute_period_s=args.reroute_period,
+                                 reroute_pre_period_s=args.reroute_pre_period)  # fmt: skip
         result = run(scenario, "citybrain", args.seed, options)
     except (ScenarioError, SumoUnavailableError, ServerUnavailableError, ValueError) as exc:
         print(f"citybrain sim twin: error: {exc}", file=sys.stderr)
@@ -118,6 +119,7 @@ def _twin(args: argparse.Namespace) -> int:
             rerouted=result.rerouted,
             reroutes_changed=result.reroutes_changed,
             reroutes_en_route=result.reroutes_en_route,
+            reroutes_waiting=result.reroutes_waiting,
             reroutes_failed=result.reroutes_failed,
             rerouted_completed=result.rerouted_completed,
             trip_time_rerouted_s=round(result.trip_time_rerouted, 2),
@@ -182,6 +184,13 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=0.0,
         help="seconds; > 0: also reroute en route, at most this often per car (0: at departure)",
+    )
+    twin.add_argument(
+        "--reroute-pre-period",
+        type=float,
+        default=60.0,
+        help="seconds; route a car again this often while it waits to enter a full road "
+        "(0: once, at its scheduled departure); SUMO's --device.rerouting.pre-period",
     )
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--begin", type=int)

@@ -116,6 +116,7 @@ class RunResult:
     rerouted: int = 0
     reroutes_changed: int = 0
     reroutes_en_route: int = 0  # citybrain's changes after departure (SUMO does not say)
+    reroutes_waiting: int = 0  # citybrain's changes while the car waited to enter (SUMO: same)
     reroutes_failed: int = 0  # citybrain found no route, or SUMO refused it: car kept its own
     rerouted_completed: int = 0
     trip_time_rerouted: float = float("nan")
@@ -145,6 +146,9 @@ class HarnessOptions:
     reroute_share: float = 0.0
     reroute_by: str = "citybrain"
     reroute_period_s: float = 0.0  # > 0: both also reroute en route, at most this often
+    # Both route a car again this often while it waits to enter a full road (0: once, at its
+    # scheduled departure); SUMO's --device.rerouting.pre-period, whose default is 60 s.
+    reroute_pre_period_s: float = 60.0
 
 
 def clearance_rules(rules: SafetyRules, program: ShippedProgram | None) -> SafetyRules:
@@ -319,7 +323,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
             {ln.getID(): ln.getEdge().getID() for ln in lanes},
             {ln.getID(): ln.getLength() for ln in lanes},
             {ln.getID(): ln.getSpeed() for ln in lanes},
-            period_s=options.reroute_period_s,
+            period_s=options.reroute_period_s, pre_period_s=options.reroute_pre_period_s,
         )  # fmt: skip
     incoming = sorted({lane for inter in inters.values() for lane in inter.incoming_lanes})
     with tempfile.TemporaryDirectory(prefix="cb-sim-") as tmp:
@@ -428,6 +432,7 @@ def _run(scenario: Scenario, controller: str, seed: int, options: HarnessOptions
         rerouted=metrics.tracked,
         reroutes_changed=rerouter.changed if rerouter is not None else 0,
         reroutes_en_route=rerouter.en_route_changes if rerouter is not None else 0,
+        reroutes_waiting=rerouter.waiting_changes if rerouter is not None else 0,
         reroutes_failed=rerouter.failed if rerouter is not None else 0,
         rerouted_completed=metrics.tracked_arrived,
         trip_time_rerouted=metrics.tracked_trip_time,

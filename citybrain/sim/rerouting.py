@@ -15,10 +15,12 @@ Who routes them:
 - ``none``: nobody; the vehicles keep the scenario's routes (the reference both are
   measured against).
 
-Both route when the vehicle is about to depart.  With ``period_s`` > 0 both also reroute
-en route, at most once per ``period_s``: SUMO by its device's own period; citybrain when
-the vehicle has just entered an edge with room ahead to change lanes for a new turn
-(at least ``LANE_CHANGE_ROOM_M``), from that edge to the destination.
+Both route when the vehicle is about to depart, and again every ``pre_period_s`` while it
+waits to enter a full road (SUMO's ``--device.rerouting.pre-period``; on arterial4x4 the
+wait averages minutes).  With ``period_s`` > 0 both also reroute en route, at most once per
+``period_s``: SUMO by its device's own period; citybrain when the vehicle has just entered
+an edge with room ahead to change lanes for a new turn (at least ``LANE_CHANGE_ROOM_M``),
+from that edge to the destination.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ MIN_GAIN_SHARE = 0.05
 # no camera watches, and vehicles sent there could queue unseen; the router takes it as long.
 UNSEEN_YIELD_S = 30.0
 LANE_CHANGE_ROOM_M = 60.0  # a new next turn may need two lane changes
+# A car that cannot enter the network yet (its road is full) is routed again this often while
+# it waits, as SUMO's rerouting device does by default (``--device.rerouting.pre-period``):
+# on an overloaded network the wait is minutes, and a route chosen at the scheduled departure
+# is stale by the time the car drives it.
+PRE_INSERTION_PERIOD_S = 60.0
 
 
 def chosen(vehicle_id: str, share: float) -> bool:
@@ -61,6 +68,7 @@ class Rerouter:
         *,
         tau_s: float = 120.0,
         period_s: float = 0.0,
+        pre_period_s: float = PRE_INSERTION_PERIOD_S,
     ) -> None:
         if by not in ROUTERS:
             raise ValueError(f"reroute_by must be one of {', '.join(ROUTERS)}, not {by!r}")
@@ -68,7 +76,10 @@ class Rerouter:
             raise ValueError(f"reroute share must be in (0, 1], got {share}")
         if period_s < 0:
             raise ValueError(f"reroute period must be >= 0, got {period_s}")
+        if pre_period_s < 0:
+            raise ValueError(f"reroute pre-period must be >= 0, got {pre_period_s}")
         self.period_s = period_s
+        self.pre_period_s = pre_period_s
         self.by = by
         self.share = share
         self.graph = graph
@@ -87,7 +98,10 @@ class Rerouter:
                                      {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
         self.original: dict[str, tuple[str, ...]] = {}  # chosen vehicle -> route as loaded
         self._due: list[tuple[float, str]] = []  # (scheduled departure, vehicle)
+        # citybrain: routed cars not yet in the network, (when to route again, vehicle)
+        self._waiting: list[tuple[float, str]] = []
         self.en_route_changes = 0  # citybrain: routes changed after departure (SUMO's: unknown)
+        self.waiting_changes = 0  # citybrain: routes changed while waiting to enter
         self.failed = 0  # no route, or SUMO refused it: the vehicle keeps its own
         # citybrain en route: vehicle -> (edge it was last seen on, when last routed)
         self._driving: dict[str, tuple[str, float]] = {}
@@ -99,9 +113,12 @@ class Rerouter:
 
     def sumo_args(self) -> list[str]:
         """Options SUMO needs at start for this way of routing."""
-        if self.by == "sumo" and self.period_s > 0:
-            return ["--device.rerouting.period", f"{self.period_s:g}"]
-        return []
+        if self.by != "sumo":
+            return []
+        args = ["--device.rerouting.pre-period", f"{self.pre_period_s:g}"]
+        if self.period_s > 0:
+            args += ["--device.rerouting.period", f"{self.period_s:g}"]
+        return args
 
     def observe(self, now_s: float, observations: Mapping[str, IntersectionObservation]) -> None:
         """Fold this step's camera observations into the measured delays."""
@@ -122,12 +139,24 @@ class Rerouter:
                 continue
             # Before departure SUMO reports the departure delay as now - scheduled departure.
             heapq.heappush(self._due, (now_s - sumo.vehicle.getDepartDelay(vid), vid))
-        if not self._due or self._due[0][0] > now_s + step_s:
+        horizon = now_s + step_s
+        departing = bool(self._due) and self._due[0][0] <= horizon
+        waiting = bool(self._waiting) and self._waiting[0][0] <= now_s
+        if not departing and not waiting:
             return
         self._update_times()
-        while self._due and self._due[0][0] <= now_s + step_s:
+        while self._due and self._due[0][0] <= horizon:
             _, vid = heapq.heappop(self._due)
             self._route(sumo, vid, now_s)
+            if self.pre_period_s > 0:
+                heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
+        if waiting:
+            pending = set(sumo.simulation.getPendingVehicles())
+            while self._waiting and self._waiting[0][0] <= now_s:
+                _, vid = heapq.heappop(self._waiting)
+                if vid in pending:  # still waiting to enter: route it on what is seen now
+                    self._route(sumo, vid, now_s, tuple(sumo.vehicle.getRoute(vid)))
+                    heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
 
     def _update_times(self) -> None:
         delays = self.delays.movement_delays(self.lanes_of)
@@ -159,10 +188,15 @@ class Rerouter:
                 MIN_GAIN_S, MIN_GAIN_SHARE * keep_s
             ):
                 sumo.vehicle.setRoute(vid, list(keep + best.edges))
-                if current is None:
-                    self._changed.add(vid)
-                else:
+                if keep:
                     self.en_route_changes += 1
+                    return
+                if current is not None:
+                    self.waiting_changes += 1
+                if best.edges != self.original[vid]:
+                    self._changed.add(vid)
+                else:  # routed back onto its own route while waiting to enter
+                    self._changed.discard(vid)
         except (NoRouteError, GraphError, sumo.TraCIException):
             self.failed += 1
 
