@@ -113,7 +113,7 @@ class IngestWorker:
                 reason = f"message from rsu_id {message.rsu_id!r} on the stream of {stream_rsu!r}"
                 self._dead_letter(delivery, partition, reason)
                 continue
-            if reason := _reserved_lane(message, delivery.payload):
+            if reason := _reserved_lane(message):
                 self._dead_letter(delivery, partition, reason)
                 continue
             by_partition.setdefault(partition, []).append((message, delivery.payload))
@@ -205,13 +205,15 @@ def _note_clock(cameras: dict[str, int], message: BusMessage, entry_id: bytes) -
         cameras[camera] = ahead
 
 
-def _reserved_lane(message: BusMessage, payload: bytes) -> str | None:
+def _reserved_lane(message: BusMessage) -> str | None:
     """Why a lane id of ``message`` cannot be stored, or None.  The counts rows of a camera
     are named by lane id, and two names are taken: "*", the camera's total (its counts would
     be added to the total twice), and "line:<id>", the rows of counting lines (a lane
-    "line:x" would share counting line x's row)."""
-    if b"*" not in payload and b"line:" not in payload and b"\\" not in payload:
-        return None  # the common case, in 0.5 us a frame (escaped, either needs a backslash)
+    "line:x" would share counting line x's row).
+
+    Checked on the decoded ids (about 1 us a frame of 30 road users): a search of the bytes
+    for "line:" took 4.5 us, as the letters and the ":" fill every JSON frame.
+    """
     if message.kind == "frame":
         lanes = set(map(LANE_ID, message.objects))  # type: ignore[union-attr]
     elif message.kind == "lane_aggregates":
