@@ -5,9 +5,9 @@ in the de-dup bitmaps; if any was applied before (a redelivery), it changes noth
 them, and the caller applies the rest again without them.  Otherwise it marks every message
 and writes the batch: its binned counts summed over the batch (one ``HINCRBY`` per counter,
 not per message and counter), the newest frame/lane/health state per camera, and the
-registry's last-seen times.  Because the marks and the counts change together, a worker
-killed between applying a batch and acking it can have the batch redelivered without
-anything being counted twice.
+registry's last-seen times (per partition, and per RSU for reading one RSU's cameras).
+Because the marks and the counts change together, a worker killed between applying a batch
+and acking it can have the batch redelivered without anything being counted twice.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ for _, s in ipairs(plan.states) do
     redis.call('HSET', state, slot .. '_ts', ts, slot, ARGV[s[4]], slot .. '_ingested_ms', now_ms)
   end
 end
--- plan.registry: {{key, field}, ...}
+-- plan.registry: {{key, field, RSU's cameras key, camera}, ...}
 for _, r in ipairs(plan.registry) do
   redis.call('HSET', KEYS[r[1]], r[2], now_ms)
+  redis.call('HSET', KEYS[r[3]], r[4], now_ms)
 end
 -- plan.clock: {{key, field, ms}, ...}, how far each camera's clock runs ahead of the server's
 for _, c in ipairs(plan.clock) do
@@ -279,7 +280,7 @@ class StateWriter:
         frame_counts: dict[tuple[str, str, int], _FrameCounts] = {}
         counts: dict[str, Counter[str]] = {}
         newest: dict[tuple[str, str, str], tuple[int, bytes]] = {}
-        registry: set[str] = set()
+        registry: set[tuple[str, str]] = set()
         for position, (msg, payload, seen_name, bit) in enumerate(messages):
             bits, positions = seen.get(seen_name) or seen.setdefault(seen_name, ([], []))
             bits.append(bit)
@@ -301,7 +302,7 @@ class StateWriter:
             state = (msg.rsu_id, msg.camera_id, slot)
             if state not in newest or ts >= newest[state][0]:
                 newest[state] = (ts, payload)
-            registry.add(f"{msg.rsu_id}{keys.FIELD_SEP}{msg.camera_id}")
+            registry.add((msg.rsu_id, msg.camera_id))
         for (rsu_id, camera_id, bin_start), frame in frame_counts.items():
             counts_name = keys.counts_key(tag, rsu_id, bin_start // keys.HOUR_MS)
             incr = frame.fields(bin_start, camera_id, self._field_names)
@@ -326,7 +327,15 @@ class StateWriter:
                 for name, incr in counts.items()
             ],
             "states": states,
-            "registry": [[registry_index, field] for field in sorted(registry)],
+            "registry": [
+                [
+                    registry_index,
+                    f"{rsu_id}{keys.FIELD_SEP}{camera_id}",
+                    key(keys.rsu_cameras_key(tag, rsu_id)),
+                    camera_id,
+                ]
+                for rsu_id, camera_id in sorted(registry)
+            ],
             "clock": [[key(keys.clock_key(tag)), field, ms] for field, ms in clock.items()],
         }
         args: list[object] = [

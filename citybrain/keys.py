@@ -37,7 +37,15 @@ def state_key(tag: str, rsu_id: str, camera_id: str) -> str:
 
 
 def registry_key(tag: str) -> str:
+    """Per camera of the partition ("rsu_id|camera_id"): when it last reported (ms)."""
     return f"cb:rsus:{tag}"
+
+
+def rsu_cameras_key(tag: str, rsu_id: str) -> str:
+    """Per camera of one RSU: when it last reported (ms).  The partition's registry holds
+    the same, but reading one RSU's cameras from it reads the whole partition (0.64 ms at
+    10,000 RSUs, against 0.04 ms from this)."""
+    return f"cb:rsu-cameras:{tag}:{rsu_id}"
 
 
 def clock_key(tag: str) -> str:

@@ -80,7 +80,14 @@ class TrafficState:
         return out
 
     def cameras(self, rsu_id: str) -> dict[str, int]:
-        entries = self.client.hgetall(keys.registry_key(self._tag(rsu_id)))
+        """camera_id -> last ingest time ms, of the cameras ``rsu_id`` reported from."""
+        tag = self._tag(rsu_id)
+        own = self.client.hgetall(keys.rsu_cameras_key(tag, rsu_id))
+        if own:
+            return {_text(k): int(v) for k, v in own.items()}
+        # An RSU not heard from since before the per-RSU index existed (or never): look in
+        # the partition's registry, which every version wrote.
+        entries = self.client.hgetall(keys.registry_key(tag))
         prefix = rsu_id + keys.FIELD_SEP
         return {
             _text(k)[len(prefix) :]: int(v)

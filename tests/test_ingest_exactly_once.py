@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from citybrain import keys
 from citybrain.config import CitybrainConfig
 from citybrain.ingest import CRASH_AFTER_APPLY_ENV, IngestWorker
 from citybrain.state import TrafficState
@@ -185,6 +186,29 @@ def test_latest_state_is_the_newest_frame_even_when_applied_out_of_order(
     IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
     camera = TrafficState(redis_client, config).camera_states("rsu-d")["cam0"]
     assert camera["frame"]["seq"] == 29
+
+
+def test_an_rsus_cameras_are_read_without_reading_its_whole_partition(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Ingest keeps each RSU's cameras in a hash of its own, next to the partition's
+    registry; an RSU known only to the registry (stored before that hash existed) is
+    still found there."""
+    config, _ = config_for(redis_url, tmp_path)
+    frames = make_frames("rsu-k", 3, seed=5)
+    frames += [f.model_copy(update={"camera_id": "cam1"}) for f in make_frames("rsu-k", 2, 6)]
+    publish(redis_client, [*frames, *make_frames("rsu-l", 2, seed=7)])
+    IngestWorker(config, redis.Redis.from_url(redis_url)).run(idle_exit_s=0.5)
+    state = TrafficState(redis_client, config)
+    tag = keys.rsu_tag("rsu-k", config.bus.partitions)
+    own = redis_client.hgetall(keys.rsu_cameras_key(tag, "rsu-k"))
+    assert sorted(own) == [b"cam0", b"cam1"]
+    cameras = state.cameras("rsu-k")
+    assert sorted(cameras) == ["cam0", "cam1"] and all(ms > 0 for ms in cameras.values())
+    assert sorted(state.registry()) == ["rsu-k", "rsu-l"]
+    redis_client.delete(keys.rsu_cameras_key(tag, "rsu-k"))  # as an older version left it
+    assert sorted(state.cameras("rsu-k")) == ["cam0", "cam1"]
+    assert state.cameras("rsu-nobody") == {}
 
 
 def test_lane_aggregates_and_health_reach_counts_and_state(

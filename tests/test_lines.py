@@ -112,6 +112,28 @@ def test_state_of_departed_tracks_is_forgotten() -> None:
     assert counter._state[0] == {}
 
 
+def test_many_road_users_at_once_count_once_each_and_are_forgotten() -> None:
+    """150 road users crossing together each count once; once forgotten, others crossing
+    the same way count again."""
+    counter = LineCounter([LINE], forget_after_frames=30)
+
+    def crowd(first_id: int, y: float) -> Detections:
+        return tracks(*[(first_id + k, 102 + k * 2.6, y) for k in range(150)])
+
+    crossings = []
+    for y in range(250, 360, 10):
+        crossings += counter.update(crowd(1, y))
+    assert len(crossings) == 150 and {c.track_id for c in crossings} == set(range(1, 151))
+    for _ in range(60):  # all gone and forgotten
+        counter.update(tracks())
+    assert counter._state[0] == {}
+    crossings = []
+    for y in range(250, 360, 10):  # others, in the same slots, the same way
+        crossings += counter.update(crowd(1001, y))
+    assert len(crossings) == 150 and all(c.positive for c in crossings)
+    assert counter.totals == {("stop", True, "car"): 300}
+
+
 def test_a_box_cut_off_by_the_frame_edge_sets_no_side() -> None:
     counter = LineCounter([LineSpec("out", (500.0, 440.0), (958.0, 440.0))])
     frame_size = (960, 540)
