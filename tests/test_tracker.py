@@ -122,9 +122,21 @@ def test_a_track_reports_its_majority_class() -> None:
         assert tracker.update(det).class_name.tolist() == ["car"], f"frame {i}"
 
 
+def test_a_tie_in_the_class_vote_goes_to_the_class_seen_first() -> None:
+    """Confidence-weighted totals: car 0.5, truck 0.5 is a tie, car came first; truck 0.8
+    leads; car 0.8 ties again, and car, first seen, is the class again."""
+    tracker = Tracker()
+    expected = ["car", "car", "truck", "car"]
+    for i, (name, score) in enumerate([("car", 0.5), ("truck", 0.5), ("truck", 0.3),
+                                        ("car", 0.3)]):  # fmt: skip
+        det = frame((100 + 4 * i, 200, score))
+        det.class_name = np.array([name], dtype=object)
+        assert tracker.update(det).class_name.tolist() == [expected[i]], f"frame {i}"
+
+
 def test_votes_of_expired_tracks_are_forgotten() -> None:
     tracker = Tracker(TrackerConfig(lost_buffer_s=0.1))
     tracker.update(frame((100, 200, 0.9)))
     for _ in range(10):
         tracker.update(frame())
-    assert tracker._votes == {}
+    assert tracker._votes == {} and tracker._leader == {}
