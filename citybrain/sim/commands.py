@@ -189,8 +189,8 @@ def add_parser(sub: Any) -> None:
         "--reroute-pre-period",
         type=float,
         default=60.0,
-        help="seconds; route a car again this often while it waits to enter a full road "
-        "(0: once, at its scheduled departure); SUMO's --device.rerouting.pre-period",
+        help="seconds; both routers route a car again this often while it waits to enter a "
+        "full road (0: once, at its scheduled departure)",
     )
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--begin", type=int)

@@ -116,7 +116,7 @@ class RunResult:
     rerouted: int = 0
     reroutes_changed: int = 0
     reroutes_en_route: int = 0  # citybrain's changes after departure (SUMO does not say)
-    reroutes_waiting: int = 0  # citybrain's changes while the car waited to enter (SUMO: same)
+    reroutes_waiting: int = 0  # routes changed while the car waited to enter
     reroutes_failed: int = 0  # citybrain found no route, or SUMO refused it: car kept its own
     rerouted_completed: int = 0
     trip_time_rerouted: float = float("nan")
@@ -147,7 +147,7 @@ class HarnessOptions:
     reroute_by: str = "citybrain"
     reroute_period_s: float = 0.0  # > 0: both also reroute en route, at most this often
     # Both route a car again this often while it waits to enter a full road (0: once, at its
-    # scheduled departure); SUMO's --device.rerouting.pre-period, whose default is 60 s.
+    # scheduled departure), as SUMO's --device.rerouting.pre-period (default 60 s) means to.
     reroute_pre_period_s: float = 60.0
 
 

@@ -10,17 +10,20 @@ Who routes them:
   cameras measure them (``MeasuredDelays``: queue and departures per lane, through the
   bus in the twin);
 - ``sumo``: SUMO's own routing: the vehicle gets SUMO's rerouting device, which routes it
-  at insertion on SUMO's smoothed travel times of every edge in the network (SUMO sees
-  them all; citybrain sees what its cameras see);
+  at its scheduled departure on SUMO's smoothed travel times of every edge in the network
+  (SUMO sees them all; citybrain sees what its cameras see);
 - ``none``: nobody; the vehicles keep the scenario's routes (the reference both are
   measured against).
 
 Both route when the vehicle is about to depart, and again every ``pre_period_s`` while it
-waits to enter a full road (SUMO's ``--device.rerouting.pre-period``; on arterial4x4 the
-wait averages minutes).  With ``period_s`` > 0 both also reroute en route, at most once per
-``period_s``: SUMO by its device's own period; citybrain when the vehicle has just entered
-an edge with room ahead to change lanes for a new turn (at least ``LANE_CHANGE_ROOM_M``),
-from that edge to the destination.
+waits to enter a full road (on arterial4x4 the wait averages minutes): citybrain with its
+router, SUMO by ``vehicle.rerouteTraveltime`` on its device's travel times (SUMO's own
+``--device.rerouting.pre-period`` has no effect on a device given through TraCI).
+
+With ``period_s`` > 0 both also reroute en route, at most once per ``period_s``: SUMO by its
+device's own period; citybrain when the vehicle has just entered an edge with room ahead to
+change lanes for a new turn (at least ``LANE_CHANGE_ROOM_M``), from that edge to the
+destination.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ MIN_GAIN_SHARE = 0.05
 UNSEEN_YIELD_S = 30.0
 LANE_CHANGE_ROOM_M = 60.0  # a new next turn may need two lane changes
 # A car that cannot enter the network yet (its road is full) is routed again this often while
-# it waits, as SUMO's rerouting device does by default (``--device.rerouting.pre-period``):
-# on an overloaded network the wait is minutes, and a route chosen at the scheduled departure
+# it waits, by either router (SUMO's device means to, ``--device.rerouting.pre-period``): on
+# an overloaded network the wait is minutes, and a route chosen at the scheduled departure
 # is stale by the time the car drives it.
 PRE_INSERTION_PERIOD_S = 60.0
 
@@ -101,7 +104,7 @@ class Rerouter:
         # citybrain: routed cars not yet in the network, (when to route again, vehicle)
         self._waiting: list[tuple[float, str]] = []
         self.en_route_changes = 0  # citybrain: routes changed after departure (SUMO's: unknown)
-        self.waiting_changes = 0  # citybrain: routes changed while waiting to enter
+        self.waiting_changes = 0  # routes changed while the car waited to enter
         self.failed = 0  # no route, or SUMO refused it: the vehicle keeps its own
         # citybrain en route: vehicle -> (edge it was last seen on, when last routed)
         self._driving: dict[str, tuple[str, float]] = {}
@@ -113,12 +116,9 @@ class Rerouter:
 
     def sumo_args(self) -> list[str]:
         """Options SUMO needs at start for this way of routing."""
-        if self.by != "sumo":
-            return []
-        args = ["--device.rerouting.pre-period", f"{self.pre_period_s:g}"]
-        if self.period_s > 0:
-            args += ["--device.rerouting.period", f"{self.period_s:g}"]
-        return args
+        if self.by == "sumo" and self.period_s > 0:
+            return ["--device.rerouting.period", f"{self.period_s:g}"]
+        return []
 
     def observe(self, now_s: float, observations: Mapping[str, IntersectionObservation]) -> None:
         """Fold this step's camera observations into the measured delays."""
@@ -135,10 +135,19 @@ class Rerouter:
             self.original[vid] = tuple(sumo.vehicle.getRoute(vid))
             if self.by == "sumo":
                 sumo.vehicle.setParameter(vid, "has.rerouting.device", "true")
+                if self.pre_period_s > 0:
+                    # The device routes the car at its scheduled departure but, given
+                    # through TraCI, not again while it waits (measured: its pre-period
+                    # changed no trip).  So SUMO is asked to, on its own travel times.
+                    scheduled = now_s - sumo.vehicle.getDepartDelay(vid)
+                    heapq.heappush(self._waiting, (scheduled + self.pre_period_s, vid))
             if self.by != "citybrain":
                 continue
             # Before departure SUMO reports the departure delay as now - scheduled departure.
             heapq.heappush(self._due, (now_s - sumo.vehicle.getDepartDelay(vid), vid))
+        if self.by == "sumo":
+            self._sumo_waiting(sumo, now_s)
+            return
         horizon = now_s + step_s
         departing = bool(self._due) and self._due[0][0] <= horizon
         waiting = bool(self._waiting) and self._waiting[0][0] <= now_s
@@ -157,6 +166,20 @@ class Rerouter:
                 if vid in pending:  # still waiting to enter: route it on what is seen now
                     self._route(sumo, vid, now_s, tuple(sumo.vehicle.getRoute(vid)))
                     heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
+
+    def _sumo_waiting(self, sumo, now_s: float) -> None:
+        """SUMO's cars still waiting to enter: routed again by SUMO on its travel times."""
+        if not self._waiting or self._waiting[0][0] > now_s:
+            return
+        pending = set(sumo.simulation.getPendingVehicles())
+        while self._waiting and self._waiting[0][0] <= now_s:
+            _, vid = heapq.heappop(self._waiting)
+            if vid in pending:
+                before = tuple(sumo.vehicle.getRoute(vid))
+                sumo.vehicle.rerouteTraveltime(vid)
+                if tuple(sumo.vehicle.getRoute(vid)) != before:
+                    self.waiting_changes += 1
+                heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
 
     def _update_times(self) -> None:
         delays = self.delays.movement_delays(self.lanes_of)
