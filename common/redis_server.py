@@ -105,6 +105,11 @@ class LocalRedisServer:
                         return self
                 except redis.ConnectionError:
                     time.sleep(0.05)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a signal turned into an exception): the
+            # caller never gets this object back to stop it, so it is stopped here.
+            self.stop()
+            raise
         finally:
             client.close()
         self.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 
 import pytest
@@ -17,6 +19,10 @@ from common.redis_server import LocalRedisServer
 
 SERVER = LocalRedisServer()
 STATE_DIR = tempfile.mkdtemp(prefix="v2x-fuzz-")
+# Started at import, so also stopped at exit: a run that deselects every test here (-k)
+# still imports this module, and the module fixture below would never run.
+atexit.register(shutil.rmtree, STATE_DIR, ignore_errors=True)
+atexit.register(SERVER.stop)
 
 
 def _app():  # built at import: schemathesis reads the schema to make its tests

@@ -183,3 +183,31 @@ def test_the_oldest_unread_entry_is_found_among_many_streams(redis_client) -> No
     redis_client.xgroup_setid(streams[0], "citybrain", id="0")  # "old" is unread again
     age = state.oldest_unread_age_ms()
     assert age is not None and age >= 1500
+
+
+def test_a_server_interrupted_while_starting_is_stopped_not_orphaned(monkeypatch) -> None:
+    """Ctrl-C (or a signal turned into an exception) while the embedded server starts:
+    the caller never gets the object back to stop it, so start() stops the process."""
+    from common.redis_server import LocalRedisServer
+
+    def interrupted(self, **_: object) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(redis.Redis, "ping", interrupted)
+    server = LocalRedisServer()
+    started: list = []
+    real_popen = __import__("subprocess").Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr("common.redis_server.subprocess.Popen", popen)
+    try:
+        server.start()
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("start() should have been interrupted")
+    assert len(started) == 1 and started[0].poll() is not None  # exited, and reaped
+    assert server.process is None and not server.data_dir.exists()

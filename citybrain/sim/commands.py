@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from typing import Any
 
@@ -79,11 +80,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _twin(args: argparse.Namespace) -> int:
     from citybrain.sim.harness import HarnessOptions, ScenarioError, load_scenario, run
     from citybrain.sim.sumo_env import SumoUnavailableError
     from common.redis_server import LocalRedisServer, ServerUnavailableError
 
+    # Stopped (kill, a service manager) as by Ctrl-C: the finally below then stops the
+    # embedded server, which would otherwise outlive this process.
+    signal.signal(signal.SIGTERM, _interrupted)
     server = None
     url = args.redis_url
     try:
