@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -214,3 +215,39 @@ def test_replay_writes_an_html_report(tmp_path: Path, redis_url: str) -> None:
     assert "car" in series
     assert len(series["car"].split()) == 2  # 60 frames at 30 fps: seconds 0 and 1
     assert "<td>frames</td>" not in page and "<th>frames</th><td>60</td>" in page
+
+
+def test_twin_stops_its_embedded_server_on_sigterm() -> None:
+    """``citybrain sim twin`` without --redis-url starts its own server; stopped by a
+    service manager (SIGTERM), it must not leave that server running."""
+    from common.datadir import resolve_asset
+
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    scenario = resolve_asset("sumo/resco/ingolstadt1")
+    twin = subprocess.Popen(
+        [sys.executable, "-m", "citybrain.cli", "sim", "twin", "--scenario", str(scenario)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not servers and time.monotonic() < deadline:
+            servers = [
+                c for c in _children(twin.pid)
+                if "valkey" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")
+            ]  # fmt: skip
+            time.sleep(0.2)
+        assert servers, "the twin started no embedded server"
+        time.sleep(1.0)  # into the run
+        twin.terminate()
+        twin.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(s) for s in servers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [s for s in servers if _alive(s)]
+    finally:
+        if twin.poll() is None:
+            twin.kill()
+        for server in servers:  # a failed run must not leave one behind either
+            if _alive(server):
+                os.kill(server, signal.SIGKILL)
