@@ -114,6 +114,14 @@ def _alive(pid: int) -> bool:
         return stat.read().split(")")[-1].split()[0] != "Z"
 
 
+def _still_alive_after(pids: list[int], seconds: float) -> list[int]:
+    """Those of ``pids`` still running once they had ``seconds`` to exit."""
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
 def test_demo_stops_every_process_it_started_on_sigterm() -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     demo = subprocess.Popen(
@@ -129,10 +137,7 @@ def test_demo_stops_every_process_it_started_on_sigterm() -> None:
         assert len(children) == 3  # server, ingest, API
         demo.terminate()
         assert demo.wait(timeout=30) == 0
-        deadline = time.monotonic() + 10
-        while any(_alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [c for c in children if _alive(c)]
+        assert _still_alive_after(children, 10.0) == []
     finally:
         if demo.poll() is None:
             demo.kill()
@@ -241,10 +246,7 @@ def test_twin_stops_its_embedded_server_on_sigterm() -> None:
         time.sleep(1.0)  # into the run
         twin.terminate()
         twin.wait(timeout=60)
-        deadline = time.monotonic() + 10
-        while any(_alive(s) for s in servers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [s for s in servers if _alive(s)]
+        assert _still_alive_after(servers, 10.0) == []
     finally:
         if twin.poll() is None:
             twin.kill()
