@@ -17,7 +17,7 @@ Who routes them:
 
 Both route when the vehicle is about to depart, and again every ``pre_period_s`` while it
 waits to enter a full road (on arterial4x4 the wait averages minutes): citybrain with its
-router, SUMO by ``vehicle.rerouteTraveltime`` on its device's travel times (SUMO's own
+router, SUMO by ``vehicle.rerouteTraveltime`` on its travel times (SUMO's own
 ``--device.rerouting.pre-period`` has no effect on a device given through TraCI).
 
 With ``period_s`` > 0 both also reroute en route, at most once per ``period_s``: SUMO by its
@@ -138,7 +138,8 @@ class Rerouter:
                 if self.pre_period_s > 0:
                     # The device routes the car at its scheduled departure but, given
                     # through TraCI, not again while it waits (measured: its pre-period
-                    # changed no trip).  So SUMO is asked to, on its own travel times.
+                    # changed no trip).  So SUMO is asked to (rerouteTraveltime: on its
+                    # travel times of the moment; measured, it takes detours around queues).
                     scheduled = now_s - sumo.vehicle.getDepartDelay(vid)
                     heapq.heappush(self._waiting, (scheduled + self.pre_period_s, vid))
             if self.by != "citybrain":
