@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from citybrain.routing.graph import GraphError, RoadGraph
 from citybrain.routing.router import NoRouteError, Router
@@ -101,7 +101,7 @@ class Rerouter:
                                      {lane: lane_speed_mps[lane] for lane in lanes})  # fmt: skip
         self.original: dict[str, tuple[str, ...]] = {}  # chosen vehicle -> route as loaded
         self._due: list[tuple[float, str]] = []  # (scheduled departure, vehicle)
-        # citybrain: routed cars not yet in the network, (when to route again, vehicle)
+        # routed cars not yet in the network: (when to route again, vehicle)
         self._waiting: list[tuple[float, str]] = []
         self.en_route_changes = 0  # citybrain: routes changed after departure (SUMO's: unknown)
         self.waiting_changes = 0  # routes changed while the car waited to enter
@@ -161,26 +161,32 @@ class Rerouter:
             if self.pre_period_s > 0:
                 heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
         if waiting:
-            pending = set(sumo.simulation.getPendingVehicles())
-            while self._waiting and self._waiting[0][0] <= now_s:
-                _, vid = heapq.heappop(self._waiting)
-                if vid in pending:  # still waiting to enter: route it on what is seen now
-                    self._route(sumo, vid, now_s, tuple(sumo.vehicle.getRoute(vid)))
-                    heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
+            for vid in self._still_waiting(sumo, now_s):  # routed on what is seen now
+                self._route(sumo, vid, now_s, tuple(sumo.vehicle.getRoute(vid)))
 
     def _sumo_waiting(self, sumo, now_s: float) -> None:
         """SUMO's cars still waiting to enter: routed again by SUMO on its travel times."""
         if not self._waiting or self._waiting[0][0] > now_s:
             return
+        for vid in self._still_waiting(sumo, now_s):
+            before = tuple(sumo.vehicle.getRoute(vid))
+            try:
+                sumo.vehicle.rerouteTraveltime(vid)
+            except sumo.TraCIException:
+                self.failed += 1
+                continue
+            if tuple(sumo.vehicle.getRoute(vid)) != before:
+                self.waiting_changes += 1
+
+    def _still_waiting(self, sumo, now_s: float) -> Iterator[str]:
+        """The cars due to be routed again that have still not entered the network; each
+        is due again ``pre_period_s`` later.  Those that entered are dropped."""
         pending = set(sumo.simulation.getPendingVehicles())
         while self._waiting and self._waiting[0][0] <= now_s:
             _, vid = heapq.heappop(self._waiting)
             if vid in pending:
-                before = tuple(sumo.vehicle.getRoute(vid))
-                sumo.vehicle.rerouteTraveltime(vid)
-                if tuple(sumo.vehicle.getRoute(vid)) != before:
-                    self.waiting_changes += 1
                 heapq.heappush(self._waiting, (now_s + self.pre_period_s, vid))
+                yield vid
 
     def _update_times(self) -> None:
         delays = self.delays.movement_delays(self.lanes_of)
