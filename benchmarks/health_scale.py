@@ -24,6 +24,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from rsu_latency import machine_info  # noqa: E402
 
 
 def main() -> int:
@@ -102,6 +105,7 @@ def main() -> int:
         "health_p50_ms": round(statistics.median(times), 1),
         "health_max_ms": round(max(times), 1),
         "ingest_unread": report.ingest_unread,
+        "machine": machine_info(),
     }
     print(f"/health over {args.rsus} streams: p50 {figures['health_p50_ms']} ms, "
           f"max {figures['health_max_ms']} ms")  # fmt: skip

@@ -222,8 +222,12 @@ def _reserved_lane(message: BusMessage) -> str | None:
         return None
     if keys.ALL_LANES in lanes:
         return f"lane id {keys.ALL_LANES!r} is reserved for the camera's total"
-    for lane in sorted(lane for lane in lanes if lane and lane.startswith(keys.LINE_PREFIX)):
-        return f"lane id {lane!r}: the prefix {keys.LINE_PREFIX!r} is reserved for counting lines"
+    named_as_lines = sorted(lane for lane in lanes if lane and lane.startswith(keys.LINE_PREFIX))
+    if named_as_lines:
+        return (
+            f"lane id {named_as_lines[0]!r}: the prefix {keys.LINE_PREFIX!r} is reserved for "
+            "counting lines"
+        )
     return None
 
 

@@ -191,7 +191,7 @@ class TrafficState:
         return DeadLetters(self.client, self.partitions).count()
 
     def streams(self) -> list[str]:
-        """Every RSU stream; pass it to the methods below to look the streams up once."""
+        """Every RSU stream (what :meth:`group_views` reads when given none)."""
         return discover_streams(self.client, self.partitions)
 
     def group_views(self, streams: list[str] | None = None) -> list[GroupView]:
@@ -208,7 +208,7 @@ class TrafficState:
     def lost_entries(self, views: list[GroupView] | None = None) -> int:
         """Bus entries trimmed before ingest read them (see common.bus.trimmed_unread)."""
         views = self.group_views() if views is None else views
-        return LossLedger(self.client).total(self.config.ingest.group, views)
+        return LossLedger(self.client).total(views)
 
     def oldest_unread_age_ms(self, views: list[GroupView] | None = None) -> int | None:
         """Age of the oldest entry the ingest group has not yet read, over all streams.

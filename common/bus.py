@@ -364,10 +364,10 @@ class StreamConsumer:
 def trimmed_unread(client: redis.Redis, streams: Sequence[str], group: str) -> dict[str, int]:
     """Per stream, entries the cap trimmed before ``group`` read them, as of now: data lost to
     an outage longer than the retention (streams without such a gap are left out)."""
-    return trimmed_in(client, group, group_views(client, streams, group))
+    return trimmed_in(client, group_views(client, streams, group))
 
 
-def trimmed_in(client: redis.Redis, group: str, views: Sequence[GroupView]) -> dict[str, int]:
+def trimmed_in(client: redis.Redis, views: Sequence[GroupView]) -> dict[str, int]:
     """:func:`trimmed_unread` of streams whose group views were read already.
 
     Mostly from the group's lag (``GroupView.trimmed``); where the server cannot compute it,
@@ -375,34 +375,29 @@ def trimmed_in(client: redis.Redis, group: str, views: Sequence[GroupView]) -> d
     entries' payloads: too heavy for thousands of streams every few seconds).
     """
     lost = {v.stream: v.trimmed for v in views if v.trimmed}
-    unknown = [v.stream for v in views if v.trimmed is None]
+    unknown = [v for v in views if v.trimmed is None]
     if unknown:
-        lost.update(_trimmed_unread_by_first_entry(client, unknown, group))
+        lost.update(_trimmed_unread_by_first_entry(client, unknown))
     return lost  # type: ignore[return-value]
 
 
 def _trimmed_unread_by_first_entry(
-    client: redis.Redis, streams: Sequence[str], group: str
+    client: redis.Redis, views: Sequence[GroupView]
 ) -> dict[str, int]:
     """When trimming passed the group's last-delivered id (the first entry left is newer),
     every entry still in the stream is unread, so the lost ones are those added, less those
-    read, less those left."""
+    read, less those left.  ``views``: streams whose group exists (XINFO GROUPS read)."""
     pipe = client.pipeline(transaction=False)
-    for stream in streams:
-        pipe.xinfo_stream(stream)
-        pipe.xinfo_groups(stream)
-    results = pipe.execute(raise_on_error=False)
+    for v in views:
+        pipe.xinfo_stream(v.stream)
     lost: dict[str, int] = {}
-    for stream, info, groups in zip(streams, results[0::2], results[1::2], strict=True):
-        if isinstance(info, Exception):
-            continue
-        mine = _group_named(groups, group)
-        if mine is None:
+    for v, info in zip(views, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(info, Exception) or v.info is None:
             continue
         first = info.get("first-entry")
         first_id = _id_tuple(first[0]) if first else None
-        delivered = _id_tuple(mine.get("last-delivered-id"))
-        read = mine.get("entries-read")
+        delivered = _id_tuple(v.delivered)
+        read = v.info.get("entries-read")
         if read is None and delivered == (0, 0):
             read = 0  # made at id 0 and never read: a group made after the trimming
         # Trimming (unlike XDEL) leaves max-deleted-entry-id alone: compare the first entry.
@@ -410,7 +405,7 @@ def _trimmed_unread_by_first_entry(
             continue
         gap = int(info["entries-added"]) - int(read) - int(info["length"])
         if gap > 0:
-            lost[stream] = gap
+            lost[v.stream] = gap
     return lost
 
 
@@ -455,10 +450,10 @@ class LossLedger:
         if args:
             self._script(keys=[LOSS_KEY], args=args)
 
-    def total(self, group: str, views: Sequence[GroupView]) -> int:
+    def total(self, views: Sequence[GroupView]) -> int:
         """Every entry known lost: closed gaps, plus open gaps as they are now (``views``:
-        every stream's, read already)."""
-        gaps = trimmed_in(self.client, group, views)
+        every stream's, as the group sees it, read already)."""
+        gaps = trimmed_in(self.client, views)
         total = 0
         seen: set[str] = set()
         for name, value in self.client.hgetall(LOSS_KEY).items():

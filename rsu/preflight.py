@@ -97,17 +97,13 @@ def _model(config: RsuConfig, checks: list[Check]) -> Any:
         f"{config.detector.model} on {config.detector.runtime} at imgsz {size}: "
         f"{median:.1f} ms a frame (median of 5), budget {config.budget_ms:g} ms"
     )
-    if median > config.budget_ms:
-        checks.append(
-            Check(
-                "model",
-                WARN,
-                text + ": the RSU will skip frames to keep up "
-                "(a smaller imgsz, bf16/int8 or a GPU runtime would not)",
-            )
+    checks.append(
+        _judged(
+            "model", text, median <= config.budget_ms, WARN,
+            "the RSU will skip frames to keep up "
+            "(a smaller imgsz, bf16/int8 or a GPU runtime would not)",
         )
-    else:
-        checks.append(Check("model", OK, text))
+    )  # fmt: skip
     return detector
 
 
@@ -234,17 +230,18 @@ def _clock(client: redis.Redis | None, checks: list[Check]) -> None:
     ahead_ms = ((before + after) / 2 - server) * 1000
     trip_ms = (after - before) * 1000
     text = f"{ahead_ms:+.0f} ms against the bus server (round trip {trip_ms:.0f} ms)"
-    if abs(ahead_ms) > CLOCK_TOLERANCE_MS:
-        checks.append(
-            Check(
-                "clock",
-                FAIL,
-                text + ": counts would land in the wrong time "
-                "bins; enable time sync (NTP, chrony or systemd-timesyncd)",
-            )
+    checks.append(
+        _judged(
+            "clock", text, abs(ahead_ms) <= CLOCK_TOLERANCE_MS, FAIL,
+            "counts would land in the wrong time bins; enable time sync "
+            "(NTP, chrony or systemd-timesyncd)",
         )
-    else:
-        checks.append(Check("clock", OK, text))
+    )  # fmt: skip
+
+
+def _judged(name: str, measured: str, ok: bool, verdict: str, consequence: str) -> Check:
+    """OK with what was measured, or ``verdict`` with what it means for the RSU."""
+    return Check(name, OK, measured) if ok else Check(name, verdict, f"{measured}: {consequence}")
 
 
 def format_checks(checks: list[Check]) -> str:
