@@ -30,8 +30,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks compare against Ultralytics (PyTorch): installed here, not for demo or tests.
+# Ultralytics needs torchvision, and the torchvision builds here pair with torch 2.14.1 only
+# (with the CPU build above, its NMS operator does not load).
+BENCH_TORCH ?= torch==2.14.1 torchvision==0.29.1
 $(VENV)/.installed-models: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,sim,models]'
+	$(BIN)/python -m pip install --quiet -e '.[rsu,center,embedded,dev,forecast,sim,models]' $(BENCH_TORCH)
 	touch $@
 
 bench: $(VENV)/.installed-models

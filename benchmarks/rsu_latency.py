@@ -126,7 +126,10 @@ def _run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) 
             ),
             bus={"redis_url": server.url},
         )
-        detector = build_detector(config.detector, onnx, config.tracker.low_threshold)
+        # As the RSU does (rsu.model_fit): the model runs at the frames' aspect, unless
+        # --input square asks for the model's own square input.
+        size = (frames[0].shape[1], frames[0].shape[0]) if args.input == "fitted" else None
+        detector = build_detector(config.detector, onnx, config.tracker.low_threshold, size)
         publisher = BackgroundPublisher(BusPublisher(config.bus))  # as an RSU publishes
 
         def pipeline() -> RsuPipeline:
@@ -153,6 +156,7 @@ def _run_ours(args: argparse.Namespace, frames: list[np.ndarray], runtime: str) 
         "objects": objects,
         "budget_ms": config.budget_ms,
         "gc_between_frames": list(ours.timer.between_frames),
+        "input": f"{detector.input_hw[1]}x{detector.input_hw[0]}",
     }
 
 
@@ -188,6 +192,7 @@ def our_figures(runs: list[dict]) -> dict[str, object]:
     # decoded frame -> Valkey acknowledged the XADD (the sender thread's wait included)
     to_bus = [t + a for r in runs for t, a in zip(r["total"], r["ack"], strict=True)]
     return {
+        "input": runs[0]["input"],
         "objects_per_frame": round(float(np.mean([n for r in runs for n in r["objects"]])), 1),
         "inference_p50_ms": round(percentile(inference, 50), 2),
         "pipeline_p50_ms": round(percentile(total, 50), 2),
@@ -231,6 +236,12 @@ def main() -> int:
         help="garbage collection in our camera loop, comma-separated to compare: "
         "between-frames (as the RSU runs) or interpreter (automatic, inside frames)",
     )
+    parser.add_argument(
+        "--input",
+        default="fitted",
+        help="our model's input, comma-separated to compare: fitted (to the frames' aspect, "
+        "as the RSU runs it and as Ultralytics does) or square (the ONNX file's own)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,13 +260,16 @@ def main() -> int:
         Path(args.out).write_bytes(orjson.dumps(result))
         return 0
 
-    gc_modes = args.gc.split(",")
-    # One of ours per runtime and garbage-collection mode; named by the runtime alone when
-    # only one mode is run.
+    gc_modes, inputs = args.gc.split(","), args.input.split(",")
+    # One of ours per runtime, garbage-collection mode and input; named by the runtime, and
+    # by the mode and input where more than one is run.
     ours_sides = {
-        runtime if len(gc_modes) == 1 else f"{runtime}:{mode}": (runtime, mode)
+        ":".join(
+            [runtime] + ([mode] if len(gc_modes) > 1 else []) + ([shape] if len(inputs) > 1 else [])
+        ): (runtime, mode, shape)
         for runtime in args.runtimes.split(",")
         for mode in gc_modes
+        for shape in inputs
     }
     runtimes = list(ours_sides)
     sides = runtimes if args.skip_ultralytics else [*runtimes, "ultralytics"]
@@ -264,9 +278,10 @@ def main() -> int:
         for round_no in range(args.rounds):
             for side in sides:
                 out = Path(tmp) / f"{side}-{round_no}.json"
-                worker, mode = ours_sides.get(side, (side, gc_modes[0]))
+                worker, mode, shape = ours_sides.get(side, (side, gc_modes[0], inputs[0]))
                 command = [
                     sys.executable, __file__, "--worker", worker, "--gc", mode, "--out", str(out),
+                    "--input", shape,
                     "--scene", args.scene, "--imgsz", str(args.imgsz), "--pt", args.pt,
                     "--frames", str(args.frames), "--threads", str(args.threads),
                     "--openvino-precision", args.openvino_precision,

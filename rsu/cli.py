@@ -191,21 +191,37 @@ def _export(args: argparse.Namespace) -> int:
 
     from common.datadir import resolve_asset
     from rsu.export import ExportError, export_ultralytics, quantize_int8
+    from rsu.model_fit import ModelFitError, fit_file, fitted_input, square_input
 
     try:
         weights = resolve_asset(args.weights, args.data_dir)
         out_dir = Path(args.out)
+        size: int | tuple[int, int] = args.imgsz
+        if args.frame_size:
+            width, height = (int(n) for n in args.frame_size.lower().split("x"))
+            size = fitted_input(args.imgsz, width, height)
         if weights.suffix == ".onnx":
-            fp32 = weights  # quantize an existing export; no Ultralytics needed
+            fp32 = weights  # fit or quantize an existing export; no Ultralytics needed
+            side = square_input(weights) if isinstance(size, tuple) else None
+            if isinstance(size, tuple) and side != args.imgsz:
+                raise ExportError(
+                    f"{weights.name} has a square input of {side}: pass --imgsz {side}"
+                    if side
+                    else f"{weights.name} has no static square input to fit to the frames"
+                )
+            if isinstance(size, tuple) and size[0] != size[1]:
+                target = out_dir / f"{weights.stem.removesuffix(f'-{args.imgsz}')}-"
+                fp32 = fit_file(weights, Path(f"{target}{size[1]}x{size[0]}.onnx"), *size)
+                print(f"wrote {fp32} (input {size[1]}x{size[0]})")
         elif args.format == "engine":
             calibration = Path(args.calibration) if args.calibration else None
             engine = export_ultralytics(
-                weights, out_dir, "engine", args.imgsz, args.half, args.int8, calibration
+                weights, out_dir, "engine", size, args.half, args.int8, calibration
             )
             print(f"wrote {engine}")
             return 0
         else:
-            fp32 = export_ultralytics(weights, out_dir, "onnx", args.imgsz, args.half)
+            fp32 = export_ultralytics(weights, out_dir, "onnx", size, args.half)
             print(f"wrote {fp32}")
         if args.int8:
             if not args.calib_video:
@@ -217,10 +233,17 @@ def _export(args: argparse.Namespace) -> int:
                 fp32, target, video, args.calib_frames, args.calib_method, keep_float=keep
             )
             print(f"wrote {written} (static int8; {len(excluded)} head/kept nodes in float)")
-    except (ExportError, AssetNotFoundError) as exc:
+    except (ExportError, AssetNotFoundError, ModelFitError) as exc:
         print(f"rsu export: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _frame_size(text: str) -> str:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 960x540; got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export weights to ONNX, static int8 ONNX or TensorRT")
     export.add_argument("--weights", required=True, help=".pt to export, or a fp32 .onnx")
     export.add_argument("--imgsz", type=int, default=320, help="input size of the export")
+    export.add_argument(
+        "--frame-size",
+        type=_frame_size,
+        help="WxH of the camera's frames: the model's input takes their aspect, padded only "
+        "to the stride (960x540 at imgsz 320: 320x192). With a square .onnx, it is re-shaped "
+        "without Ultralytics. The RSU does this itself for square ONNX models (fit_to_frame); "
+        "export it for TensorRT engines and int8 calibration at that input",
+    )
     export.add_argument("--format", choices=["onnx", "engine"], default="onnx")
     export.add_argument("--half", action="store_true", help="fp16 (GPU runtimes)")
     export.add_argument("--int8", action="store_true", help="static int8 (head kept in float)")

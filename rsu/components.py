@@ -15,12 +15,13 @@ from rsu.tiling import TiledDetector
 from rsu.tracker import ByteTracker
 
 
-def detector_for(config: RsuConfig) -> Detector:
+def detector_for(config: RsuConfig, frame_size: tuple[int, int] | None = None) -> Detector:
     """The configured runtime; with tracking on, it also decodes the tracker's low band.
-    With ``detector.tiles``, wrapped in tiled inference."""
+    With ``detector.tiles``, wrapped in tiled inference.  ``frame_size`` (width, height of
+    the camera's frames, when known): the model runs at their aspect (``fit_to_frame``)."""
     model = resolve_asset(config.detector.model, config.data_dir)
     floor = config.tracker.low_threshold if config.tracker.enabled else None
-    detector = build_detector(config.detector, model, score_floor=floor)
+    detector = build_detector(config.detector, model, score_floor=floor, frame_size=frame_size)
     if config.detector.tiles:
         cols, rows = (int(n) for n in config.detector.tiles.split("x"))
         return TiledDetector(detector, cols, rows, config.detector.tile_overlap)  # type: ignore[return-value]

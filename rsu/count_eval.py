@@ -118,7 +118,11 @@ def rsu_tracks(video: Path, first: int, last: int, config: RsuConfig) -> Iterato
     if not capture.isOpened():
         raise GroundTruthError(f"cannot open video {video}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    detector, tracker = detector_for(config), tracker_for(config, fps)
+    frame_size = (
+        int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
+    detector, tracker = detector_for(config, frame_size), tracker_for(config, fps)
     try:
         for index in range(last + 1):
             if index < first:

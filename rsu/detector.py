@@ -2,7 +2,9 @@
 
 Works with Ultralytics detection exports (output ``1 x (4 + C) x A``: cx, cy, w, h and C class
 scores, no NMS in the graph), run by ONNX Runtime or OpenVINO, and with Ultralytics' own
-runtime.  Only the road-user classes asked for are decoded.
+runtime.  Only the road-user classes asked for are decoded.  Given the camera's frame size, a
+square ONNX export runs at the frames' aspect (``rsu.model_fit``), as Ultralytics' own
+runtime does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field
 from common.config import StrictModel
 from common.schemas import RoadUserClass
 from rsu.detections import Detections
+from rsu.model_fit import ModelFitError, cached_fit, fitted_input, square_input
 
 log = logging.getLogger("rsu.detector")
 
@@ -52,6 +55,13 @@ class DetectorConfig(StrictModel):
         "scored as both car and truck. Classes in no group are suppressed only within the class",
     )
     max_detections: int = Field(300, gt=0, description="most boxes kept per frame")
+    fit_to_frame: bool = Field(
+        True,
+        description="run a square ONNX detection export at the camera's aspect, padded only "
+        "to the model's stride (320x192 for 16:9 frames at imgsz 320): the same detections "
+        "for about 40% less inference. Models that are not Ultralytics detection exports "
+        "run as they are",
+    )
     tiles: str | None = Field(
         None,
         pattern=r"^[1-9]x[1-9]$",
@@ -129,17 +139,19 @@ class Letterbox:
 
 
 def letterbox(
-    image: np.ndarray, size: int, out: np.ndarray, padded_for: list[object] | None = None
+    image: np.ndarray, out: np.ndarray, padded_for: list[object] | None = None
 ) -> Letterbox:
-    """Resize keeping aspect ratio into ``out`` (size x size x 3, padded grey).
+    """Resize keeping aspect ratio into ``out`` (the model's input, H x W x 3), centred and
+    padded grey.
 
     ``padded_for``: a one-element memo of the image shape ``out``'s padding was last
     painted for; a camera's frames all have one shape, so the padding is painted once and
     each frame only writes its resized pixels (directly, when they are one block of rows)."""
     h, w = image.shape[:2]
-    scale = min(size / h, size / w)
-    nw, nh = round(w * scale), round(h * scale)
-    pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
+    out_h, out_w = out.shape[:2]
+    scale = min(out_h / h, out_w / w)
+    nw, nh = min(out_w, round(w * scale)), min(out_h, round(h * scale))
+    pad_x, pad_y = (out_w - nw) // 2, (out_h - nh) // 2
     if padded_for is None or padded_for[0] != image.shape:
         out[:] = LETTERBOX_FILL
         if padded_for is not None:
@@ -188,7 +200,8 @@ class Detector:
     ``score_floor``: also decode boxes down to this score (a tracker's low band).
     """
 
-    imgsz: int
+    imgsz: int  # the long side of the model's input
+    input_hw: tuple[int, int]  # the model's input (height, width)
 
     def __init__(self, config: DetectorConfig, model_path: Path, score_floor: float | None) -> None:
         self.config = config
@@ -238,7 +251,7 @@ class Detector:
         """One inference on a blank frame; returns its ms.  With TensorRT, this is when the
         engine is built (minutes on first start) or loaded from the engine cache."""
         start = time.perf_counter()
-        self.detect(np.full((self.imgsz, self.imgsz, 3), LETTERBOX_FILL, np.uint8))
+        self.detect(np.full((*self.input_hw, 3), LETTERBOX_FILL, np.uint8))
         return (time.perf_counter() - start) * 1000.0
 
 
@@ -246,25 +259,29 @@ class YoloExportDetector(Detector):
     """Letterbox, decode and NMS for Ultralytics detection exports; subclasses load and run."""
 
     def _configure(
-        self, input_size: int | None, output_rows: int | None, metadata: dict[str, str]
+        self, input_hw: tuple[int, int] | None, output_rows: int | None, metadata: dict[str, str]
     ) -> None:
+        """``input_hw``: the model's fixed input (height, width), None if dynamic; its long
+        side is the imgsz (a model fitted to the frame keeps the long side of its export)."""
         model_path, config = self.model_path, self.config
-        self.imgsz = config.imgsz or input_size or 640
-        if input_size is not None and config.imgsz not in (None, input_size):
+        own = max(input_hw) if input_hw else None
+        self.imgsz = config.imgsz or own or 640
+        if own is not None and config.imgsz not in (None, own):
             raise ModelError(
-                f"{model_path.name} has a fixed input of {input_size}x{input_size}; "
+                f"{model_path.name} has a fixed input of {own}x{own}; "
                 f"detector.imgsz={config.imgsz} does not match (export the model at that size)"
             )
+        self.input_hw = input_hw or (self.imgsz, self.imgsz)
         ids = _model_class_ids(metadata)
         self._check_classes(ids, model_path)
         if output_rows is not None and output_rows - 4 <= max(ids.values()):
             raise ModelError(f"unexpected output of {output_rows} rows for a YOLO detection model")
         self.score_rows = np.array([4 + ids[c.value] for c in config.classes], dtype=np.int64)
-        self._canvas = np.empty((self.imgsz, self.imgsz, 3), np.uint8)
+        self._canvas = np.empty((*self.input_hw, 3), np.uint8)
         self._canvas_padded_for: list[object] = [None]
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        box = letterbox(image, self.imgsz, self._canvas, self._canvas_padded_for)
+        box = letterbox(image, self._canvas, self._canvas_padded_for)
         blob = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
         return blob, box
 
@@ -323,8 +340,9 @@ class OnnxDetector(YoloExportDetector):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         rows = self.session.get_outputs()[0].shape[1]
+        height, width = inp.shape[2:4]
         self._configure(
-            inp.shape[2] if isinstance(inp.shape[2], int) else None,
+            (height, width) if isinstance(height, int) and isinstance(width, int) else None,
             rows if isinstance(rows, int) else None,
             self.session.get_modelmeta().custom_metadata_map,
         )
@@ -370,13 +388,15 @@ class OpenVinoDetector(YoloExportDetector):
             raise ModelError(f"cannot load {model_path} into OpenVINO: {exc}") from None
         self._request = compiled.create_infer_request()
         self._configure(
-            in_shape[2].get_length() if in_shape[2].is_static else None,
+            (in_shape[2].get_length(), in_shape[3].get_length())
+            if in_shape[2].is_static and in_shape[3].is_static
+            else None,
             out_shape[1].get_length() if out_shape[1].is_static else None,
             _onnx_metadata(model_path),
         )
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        box = letterbox(image, self.imgsz, self._canvas, self._canvas_padded_for)
+        box = letterbox(image, self._canvas, self._canvas_padded_for)
         return self._canvas[None], box  # the model itself scales, swaps and transposes
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
@@ -440,6 +460,7 @@ class UltralyticsDetector(Detector):
         ids = {str(name): int(i) for i, name in self.model.names.items()}
         self._check_classes(ids, model_path)
         self.imgsz = config.imgsz or 640
+        self.input_hw = (self.imgsz, self.imgsz)  # Ultralytics fits each frame itself
         self._coco_ids = [ids[c.value] for c in config.classes]
         self._row_of_id = {ids[c.value]: k for k, c in enumerate(config.classes)}
 
@@ -481,7 +502,50 @@ RUNTIMES: dict[str, type[Detector]] = {
 
 
 def build_detector(
-    config: DetectorConfig, model_path: Path, score_floor: float | None = None
+    config: DetectorConfig,
+    model_path: Path,
+    score_floor: float | None = None,
+    frame_size: tuple[int, int] | None = None,
 ) -> Detector:
-    """Detector runtimes are plugins keyed by ``config.runtime``."""
-    return RUNTIMES[config.runtime](config, model_path, score_floor)
+    """Detector runtimes are plugins keyed by ``config.runtime``.
+
+    ``frame_size`` (width, height of the camera's frames): with ``config.fit_to_frame``, a
+    square ONNX detection export runs at the frames' aspect (``rsu.model_fit``)."""
+    runtime = RUNTIMES[config.runtime]
+    fit = _fitted_input(config, model_path, frame_size)
+    if fit is None:
+        return runtime(config, model_path, score_floor)
+    height, width = fit
+    try:
+        fitted = cached_fit(model_path, height, width)
+    except ModelFitError as exc:
+        log.warning("%s runs at its square input: %s", model_path.name, exc)
+        return runtime(config, model_path, score_floor)
+    detector = runtime(config, fitted, score_floor)
+    detector.model_path = model_path  # the file the config names
+    log.info("%s runs at %dx%d for %s frames (%s)", model_path.name, width, height,
+             "x".join(map(str, frame_size or ())), fitted)  # fmt: skip
+    return detector
+
+
+def _fitted_input(
+    config: DetectorConfig, model_path: Path, frame_size: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The (height, width) to re-shape the model to, or None to run it as it is."""
+    if (
+        frame_size is None
+        or not config.fit_to_frame
+        or config.tiles  # crops have aspects of their own
+        or config.runtime == "ultralytics"  # fits frames itself
+        or model_path.suffix != ".onnx"
+    ):
+        return None
+    side = square_input(model_path)
+    if side is None:
+        return None
+    try:
+        fit = fitted_input(side, *frame_size)
+    except ModelFitError as exc:
+        log.warning("%s runs at its square input: %s", model_path.name, exc)
+        return None
+    return None if fit == (side, side) else fit

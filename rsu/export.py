@@ -45,10 +45,11 @@ class ExportError(RuntimeError):
 
 
 def export_ultralytics(
-    weights: Path, out_dir: Path, fmt: str, imgsz: int, half: bool = False, int8: bool = False,
-    calibration: Path | None = None,
+    weights: Path, out_dir: Path, fmt: str, imgsz: int | tuple[int, int], half: bool = False,
+    int8: bool = False, calibration: Path | None = None,
 ) -> Path:  # fmt: skip
-    """ONNX or TensorRT engine through Ultralytics; returns the written file."""
+    """ONNX or TensorRT engine through Ultralytics; returns the written file.  ``imgsz``: a
+    square side, or (height, width) for a camera's aspect (``rsu.model_fit.fitted_input``)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     try:
         from ultralytics import YOLO
@@ -72,7 +73,8 @@ def export_ultralytics(
             raise ExportError(
                 f"Ultralytics could not export {weights.name} to {fmt}: {exc}"
             ) from None
-        target = out_dir / f"{weights.stem}-{imgsz}{'-fp16' if half else ''}{written.suffix}"
+        size = f"{imgsz[1]}x{imgsz[0]}" if isinstance(imgsz, tuple) else str(imgsz)
+        target = out_dir / f"{weights.stem}-{size}{'-fp16' if half else ''}{written.suffix}"
         shutil.move(str(written), target)
     return target
 
@@ -89,20 +91,21 @@ def head_nodes(model_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.name.startswith(head)]
 
 
-def calibration_frames(video: Path, count: int, imgsz: int) -> Iterator[np.ndarray]:
-    """``count`` frames spread evenly over the clip, letterboxed as the detector does."""
+def calibration_frames(video: Path, count: int, input_hw: tuple[int, int]) -> Iterator[np.ndarray]:
+    """``count`` frames spread evenly over the clip, letterboxed into the model's input
+    (height, width) as the detector does."""
     capture = cv2.VideoCapture(str(video))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if not capture.isOpened() or total <= 0:
         raise ExportError(f"cannot read calibration video {video}")
     wanted = set(np.linspace(0, total - 1, min(count, total)).astype(int).tolist())
-    canvas = np.empty((imgsz, imgsz, 3), np.uint8)
+    canvas = np.empty((*input_hw, 3), np.uint8)
     for index in range(total):
         ok, image = capture.read()
         if not ok:
             break
         if index in wanted:
-            letterbox(image, imgsz, canvas)
+            letterbox(image, canvas)
             yield cv2.dnn.blobFromImage(canvas, 1.0 / 255.0, swapRB=True)
     capture.release()
 
@@ -131,8 +134,7 @@ def quantize_int8(
 
     session = ort.InferenceSession(str(fp32_model), providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
-    imgsz = int(inp.shape[2])
-    blobs = list(calibration_frames(video, frames, imgsz))
+    blobs = list(calibration_frames(video, frames, (int(inp.shape[2]), int(inp.shape[3]))))
     if not blobs:
         raise ExportError(f"no calibration frames read from {video}")
 

@@ -62,9 +62,15 @@ class LineCounter:
         min_frames: int = 2,
         forget_after_frames: int = 300,
         edge_px: float = 2.0,
+        edge_share: float = 0.01,
     ) -> None:
+        """A box is cut off when it comes within ``edge_px`` or ``edge_share`` of the frame's
+        side (whichever is more) of the left, right or bottom edge: one percent of a 960-px
+        frame is three model pixels at imgsz 320, about how far a detector's box edge
+        wanders; two pixels would let a cut-off box pass for a whole one now and then."""
         self.lines = lines
         self.edge_px = edge_px
+        self.edge_share = edge_share
         self.margin = margin
         self.min_frames = min_frames
         self.forget_after_frames = forget_after_frames
@@ -98,8 +104,10 @@ class LineCounter:
         cut_off = np.zeros(len(detections), bool)
         if frame_size is not None:
             width, height = frame_size
-            box, e = detections.xyxy, self.edge_px
-            cut_off = (box[:, 0] <= e) | (box[:, 2] >= width - e) | (box[:, 3] >= height - e)
+            box = detections.xyxy
+            ex = max(self.edge_px, self.edge_share * width)
+            ey = max(self.edge_px, self.edge_share * height)
+            cut_off = (box[:, 0] <= ex) | (box[:, 2] >= width - ex) | (box[:, 3] >= height - ey)
         crossings: list[Crossing] = []
         # Plain lists: the loop below reads single values, which numpy makes slow.
         tracks = detections.track_id.tolist()

@@ -31,7 +31,9 @@ def run_live(config: RsuConfig, stop: threading.Event) -> RsuPipeline:
     if config.source is None:
         raise ConfigError("rsu run needs a `source` in the config (the camera to read)")
     scene = load_scene(config.scene) if config.scene else None
-    detector = detector_for(config)
+    # The scene is drawn on the camera's frames (``rsu check`` compares the sizes).
+    frame_size = (scene.image_size[0], scene.image_size[1]) if scene and scene.image_size else None
+    detector = detector_for(config, frame_size)
     metrics = RsuMetrics()
     publisher = publisher_for(config, on_ack=metrics.bus_ack.observe)
     log.info("model %s warmed up in %.0f ms", config.detector.model, detector.warmup())

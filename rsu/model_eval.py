@@ -95,17 +95,21 @@ def evaluate_model(
 ) -> dict[str, Any]:
     truth = load_truth(fmt, gt_path, stride)
     model = resolve_asset(detector_config.model, data_dir)
-    operating = build_detector(detector_config, model)
     # AP ranks detections down to a very low score; precision/recall and the time per
     # image are taken at the operating confidence, as the RSU runs.
     low = detector_config.model_copy(update={"confidence": AP_MIN_SCORE, "class_confidence": {}})
-    ranked = build_detector(low, model)
-    if tiles is not None:
-        operating = TiledDetector(operating, *tiles)  # type: ignore[assignment]
-        ranked = TiledDetector(ranked, *tiles)  # type: ignore[assignment]
+    operating = ranked = None
     predictions: dict[int, Detections] = {}
     times = []
     for image_id, frame in frames_of(images, truth, gt_path):
+        if operating is None or ranked is None:
+            # Fitted to the first image's size, as an RSU is to its camera's frames.
+            size = (frame.shape[1], frame.shape[0]) if tiles is None else None
+            operating = build_detector(detector_config, model, frame_size=size)
+            ranked = build_detector(low, model, frame_size=size)
+            if tiles is not None:
+                operating = TiledDetector(operating, *tiles)  # type: ignore[assignment]
+                ranked = TiledDetector(ranked, *tiles)  # type: ignore[assignment]
         predictions[image_id] = ranked.detect(frame)
         start = time.perf_counter()
         operating.detect(frame)
@@ -142,7 +146,8 @@ def evaluate_model(
         "classes": per_class,
         "images": len(truth.images),
         "model": model.name,
-        "imgsz": operating.imgsz,
+        "imgsz": operating.imgsz if operating else detector_config.imgsz,
+        "input": f"{operating.input_hw[1]}x{operating.input_hw[0]}" if operating else None,
         "operating_confidence": detector_config.confidence,
         "tiles": f"{tiles[0]}x{tiles[1]}" if tiles else None,
         "ms_per_image": round(sorted(times)[len(times) // 2], 2) if times else None,

@@ -40,7 +40,7 @@ class Check:
 def run_checks(config: RsuConfig, camera_wait_s: float = CAMERA_WAIT_S) -> list[Check]:
     checks: list[Check] = []
     scene = _scene(config, checks)
-    detector = _model(config, checks)
+    detector = _model(config, scene, checks)
     _camera(config, scene, detector, checks, camera_wait_s)
     client = _bus(config, checks)
     _clock(client, checks)
@@ -74,19 +74,20 @@ def _scene(config: RsuConfig, checks: list[Check]) -> Any:
     return scene
 
 
-def _model(config: RsuConfig, checks: list[Check]) -> Any:
+def _model(config: RsuConfig, scene: Any, checks: list[Check]) -> Any:
     from common.datadir import AssetNotFoundError
     from rsu.components import detector_for
     from rsu.detector import ModelError
 
     try:
-        detector = detector_for(config)
+        size = scene.image_size if scene is not None else None
+        detector = detector_for(config, (size[0], size[1]) if size else None)
         detector.warmup()
     except (AssetNotFoundError, ModelError, OSError) as exc:
         checks.append(Check("model", FAIL, str(exc)))
         return None
-    size = config.detector.imgsz
-    blank = np.zeros((size, size, 3), np.uint8)
+    height, width = detector.input_hw
+    blank = np.zeros((height, width, 3), np.uint8)
     times = []
     for _ in range(5):
         start = time.perf_counter()
@@ -94,7 +95,7 @@ def _model(config: RsuConfig, checks: list[Check]) -> Any:
         times.append((time.perf_counter() - start) * 1000)
     median = statistics.median(times)
     text = (
-        f"{config.detector.model} on {config.detector.runtime} at imgsz {size}: "
+        f"{config.detector.model} on {config.detector.runtime} at {width}x{height}: "
         f"{median:.1f} ms a frame (median of 5), budget {config.budget_ms:g} ms"
     )
     checks.append(

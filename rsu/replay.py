@@ -34,6 +34,7 @@ class ReplaySummary:
     video: str
     model: str
     imgsz: int
+    input: str  # the model input it ran at, width x height
     frames: int
     messages: int
     detections: dict[str, int]
@@ -57,6 +58,7 @@ class ReplaySummary:
             "video": self.video,
             "model": self.model,
             "imgsz": self.imgsz,
+            "input": self.input,
             "frames": self.frames,
             "messages": self.messages,
             "detections": self.detections,
@@ -120,11 +122,11 @@ def run_replay(
     if not clip:
         raise ConfigError(f"scene {scene_path} names no video; pass --video")
     video_path = resolve_asset(clip, config.data_dir)
-    detector = detector_for(config)
+    source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
+    detector = detector_for(config, (source.width, source.height))
     publisher = publisher_for(config)
     publisher.check()
     publisher.flush(timeout_s=flush_timeout_s)  # what an earlier run left spooled goes first
-    source = VideoFileSource(video_path, stride=stride, max_frames=max_frames)
     tracker = tracker_for(config, source.fps / stride)
     pipeline = RsuPipeline(config, detector, publisher, scene, tracker=tracker, source=source)
     annotator = (
@@ -184,6 +186,7 @@ def run_replay(
         video=str(video_path),
         model=str(detector.model_path),
         imgsz=detector.imgsz,
+        input=f"{detector.input_hw[1]}x{detector.input_hw[0]}",
         frames=pipeline.frames,
         messages=publisher.published,
         detections=dict(sorted(pipeline.class_totals.items())),
@@ -208,7 +211,8 @@ def format_summary(summary: ReplaySummary) -> str:
     lines = [
         f"replayed {summary.scene}: {summary.frames} frames, {summary.messages} messages "
         f"to the bus as {summary.rsu_id}/{summary.camera_id} (run {summary.run_id})",
-        f"  model {Path(summary.model).name} at imgsz {summary.imgsz}; {data['fps']} frames/s",
+        f"  model {Path(summary.model).name} at imgsz {summary.imgsz} (input {summary.input}); "
+        f"{data['fps']} frames/s",
         "  detections per class: "
         + (", ".join(f"{k} {v}" for k, v in summary.detections.items()) or "none"),
         f"  per-frame latency (decoded frame -> published): p50 {data['pipeline_p50_ms']} ms, "

@@ -39,6 +39,7 @@ class TiledDetector:
         self.detector = detector
         self.cols, self.rows, self.overlap, self.iou = cols, rows, overlap, iou
         self.imgsz = detector.imgsz
+        self.input_hw = detector.input_hw
         self.config = detector.config
         self.model_path = detector.model_path
         self.class_names = detector.class_names

@@ -16,6 +16,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 # RSU spools of test runs go to a throw-away directory, never the user's state directory.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="v2x-test-state-")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="v2x-test-cache-")  # fitted models
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,6 +33,7 @@ def test_replay_json_ends_with_one_json_line(redis_url: str) -> None:
     assert out.returncode == 0, out.stderr
     figures = orjson.loads(out.stdout.strip().splitlines()[-1])
     assert figures["frames"] == 3 and figures["imgsz"] == 320
+    assert figures["input"] == "320x192"  # the square model runs at the 960x540 clip's aspect
     assert {"detections", "pipeline_p50_ms", "pipeline_p99_ms", "budget_violations"} <= set(figures)
 
 

@@ -27,11 +27,26 @@ def test_batched_nms_never_suppresses_across_classes() -> None:
 def test_letterbox_pads_and_scales_a_wide_frame() -> None:
     image = np.full((540, 960, 3), 200, np.uint8)
     out = np.empty((320, 320, 3), np.uint8)
-    box = letterbox(image, 320, out)
+    box = letterbox(image, out)
     assert box.scale == 320 / 960
     assert (box.pad_x, box.pad_y) == (0, 70)  # 960x540 -> 320x180, centred vertically
     assert (out[:70] == 114).all() and (out[250:] == 114).all()
     assert (out[70:250] == 200).all()
+
+
+def test_letterbox_into_an_input_fitted_to_the_frame_pads_only_to_the_stride() -> None:
+    image = np.full((540, 960, 3), 200, np.uint8)
+    out = np.empty((192, 320, 3), np.uint8)  # rsu.model_fit's input for 960x540 at 320
+    box = letterbox(image, out)
+    assert box.scale == 320 / 960
+    assert (box.pad_x, box.pad_y) == (0, 6)
+    assert (out[:6] == 114).all() and (out[186:] == 114).all() and (out[6:186] == 200).all()
+    tall = np.full((960, 540, 3), 50, np.uint8)  # a portrait camera into the same input
+    box = letterbox(tall, out)
+    assert box.scale == 192 / 960
+    assert (box.pad_x, box.pad_y) == ((320 - 108) // 2, 0)
+    assert (out[:, box.pad_x : box.pad_x + 108] == 50).all()
+    assert (out[:, : box.pad_x] == 114).all() and (out[:, box.pad_x + 108 :] == 114).all()
 
 
 def test_nms_groups_merge_car_and_truck_boxes_of_one_vehicle() -> None:

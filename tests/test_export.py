@@ -84,3 +84,26 @@ def test_the_heads_bias_correction_gives_back_the_detections_int8_dropped(tmp_pa
     assert kept_fixed >= kept_raw + 0.03 * total  # measured: 95.0% against 88.6%
     assert abs(fixed_boxes - total) < abs(raw_boxes - total)  # not by adding boxes
     assert kept_fixed >= 0.93 * fixed_boxes
+
+
+def test_export_fits_a_square_onnx_to_the_cameras_frames_without_ultralytics(
+    tmp_path: Path,
+) -> None:
+    def export(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rsu.cli", "export", "--weights", FP32, "--out", str(tmp_path),
+             *extra],
+            cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    out = export("--frame-size", "960x540")
+    assert out.returncode == 0, out.stderr
+    written = tmp_path / "yolov8n-coco-320x192.onnx"
+    assert f"wrote {written} (input 320x192)" in out.stdout
+    detector = OnnxDetector(DetectorConfig(), written)
+    assert detector.input_hw == (192, 320) and detector.imgsz == 320
+    wrong = export("--frame-size", "960x540", "--imgsz", "640")
+    assert wrong.returncode == 2
+    assert "has a square input of 320: pass --imgsz 320" in wrong.stderr
+    bad = export("--frame-size", "960by540")
+    assert bad.returncode == 2 and "expected WIDTHxHEIGHT" in bad.stderr

@@ -160,3 +160,27 @@ def test_a_box_cut_off_by_the_frame_edge_sets_no_side() -> None:
     for y2 in [470, 465, 460, 455, 420, 400, 380]:
         crossings += counter.update(bus(520, y2), frame_size)
     assert [c.positive for c in crossings] == [False]
+
+
+def test_a_box_a_few_pixels_short_of_the_frame_edge_is_still_cut_off() -> None:
+    """At imgsz 320 a model pixel is 3 px of a 960-px frame: a cut-off box's edge wanders a
+    few pixels inside the frame (the articulated bus of the intersection clip came to
+    x2 = 957.6 once, and was counted)."""
+    counter = LineCounter([LineSpec("out", (500.0, 440.0), (958.0, 440.0))])
+    frame_size = (960, 540)
+
+    def bus(x1: float, x2: float, y2: float) -> Detections:
+        det = Detections(
+            xyxy=np.array([[x1, y2 - 250, x2, y2]], np.float32),
+            confidence=np.array([0.9], np.float32),
+            class_name=np.array(["bus"], dtype=object),
+        )
+        det.track_id = np.array([7])
+        return det
+
+    crossings = []
+    for x1, y2 in [(800, 522), (760, 522), (720, 521)]:  # 4.5 px inside the edge
+        crossings += counter.update(bus(x1, 955.5, y2), frame_size)
+    for x1, y2 in [(520, 400), (500, 390), (480, 380)]:  # whole, above the line
+        crossings += counter.update(bus(x1, 850, y2), frame_size)
+    assert crossings == []

@@ -61,3 +61,17 @@ def test_openvino_errors_name_the_cause(tmp_path: Path) -> None:
     broken.write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"cannot load .*broken\.onnx into OpenVINO"):
         build_detector(DetectorConfig(runtime="openvino"), broken)
+
+
+def test_openvino_runs_the_model_fitted_to_the_frame_as_onnxruntime_does(
+    frames: list[np.ndarray],
+) -> None:
+    wide = (frames[0].shape[1], frames[0].shape[0])
+    ort = build_detector(DetectorConfig(), resolve_asset(MODEL), frame_size=wide)
+    ov = build_detector(DetectorConfig(runtime="openvino"), resolve_asset(MODEL), frame_size=wide)
+    assert ort.input_hw == ov.input_hw == (192, 320)
+    for image in frames:
+        a, b = ort.detect(image), ov.detect(image)
+        assert len(a) == len(b) and len(a) >= 5
+        assert np.abs(a.xyxy - b.xyxy).max() < 0.5
+        assert list(a.class_name) == list(b.class_name)
