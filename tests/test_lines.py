@@ -165,7 +165,7 @@ def test_a_box_cut_off_by_the_frame_edge_sets_no_side() -> None:
 def test_a_box_a_few_pixels_short_of_the_frame_edge_is_still_cut_off() -> None:
     """At imgsz 320 a model pixel is 3 px of a 960-px frame: a cut-off box's edge wanders a
     few pixels inside the frame (the articulated bus of the intersection clip came to
-    x2 = 957.6 once, and was counted)."""
+    x2 = 957.9 in one frame, and was counted)."""
     counter = LineCounter([LineSpec("out", (500.0, 440.0), (958.0, 440.0))])
     frame_size = (960, 540)
 
