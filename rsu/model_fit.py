@@ -192,5 +192,5 @@ def cached_fit(source: Path, height: int, width: int, cache: Path | None = None)
         fit_file(source, partial, height, width)
         partial.replace(target)  # whole or not at all, also with RSUs starting together
         return target
-    except PermissionError:
+    except OSError:  # not writable: read-only image, no home, full disk
         return fit_file(source, Path(tempfile.mkdtemp(prefix="rsu-fit-")) / name, height, width)

@@ -181,3 +181,12 @@ def test_the_fitted_file_is_kept_by_content_for_the_next_start(tmp_path: Path) -
     model.doc_string = "retrained"
     onnx.save(model, str(source))
     assert cached_fit(source, 192, 320, tmp_path / "cache") != first
+
+
+def test_a_cache_it_cannot_write_falls_back_to_a_temporary_file(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory would be")
+    fitted = cached_fit(resolve_asset(MODEL), 192, 320, blocked / "fitted")
+    assert fitted.is_file() and blocked not in fitted.parents
+    dims = onnx.load(str(fitted)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 192, 320]
