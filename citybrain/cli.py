@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 from common.config import ConfigError
 
@@ -13,6 +17,19 @@ def _config(args: argparse.Namespace):  # -> CitybrainConfig
     from citybrain.config import load_citybrain_config
 
     return load_citybrain_config(args.config, args.redis_url)
+
+
+def _stop_when_orphaned(stop: Callable[[], None], every_s: float = 0.5) -> None:
+    """Call ``stop`` once the process that started this one is gone (even killed with
+    SIGKILL, when it could not stop its children): the process is then re-parented."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -25,6 +42,8 @@ def _ingest(args: argparse.Namespace) -> int:
         )
     worker = IngestWorker(config)
     install_signal_handlers(worker)
+    if args.exit_with_parent:
+        _stop_when_orphaned(worker.stop)
     stats = worker.run(idle_exit_s=args.idle_exit)
     logging.getLogger("citybrain.ingest").info("stopped: %s", stats)
     return 0
@@ -122,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(ingest)
     ingest.add_argument("--consumer", help="consumer name (reuse it to resume pending work)")
     ingest.add_argument("--idle-exit", type=float, help="exit after this many idle seconds")
+    ingest.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this worker is gone (the digital twin's)",
+    )
     ingest.set_defaults(func=_ingest)
 
     api = sub.add_parser("api", help="serve the traffic-center HTTP API")

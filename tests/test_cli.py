@@ -254,3 +254,37 @@ def test_twin_stops_its_embedded_server_on_sigterm() -> None:
         for server in servers:  # a failed run must not leave one behind either
             if _alive(server):
                 os.kill(server, signal.SIGKILL)
+
+
+def test_an_ingest_worker_started_with_exit_with_parent_stops_when_its_parent_is_killed(
+    redis_url: str,
+) -> None:
+    """The digital twin starts its ingest worker so; killed with SIGKILL, the twin cannot
+    stop it, and it used to run on, orphaned, retrying a server that was gone."""
+    import signal
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "child = subprocess.Popen([sys.executable, '-m', 'citybrain.cli', 'ingest', "
+         f"'--redis-url', '{redis_url}', '--exit-with-parent'])\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(120)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(3)  # the worker is up and reading
+    os.kill(child, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # gone (reaped by init once it exited)
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the orphaned ingest worker was still running 15 s after its parent")

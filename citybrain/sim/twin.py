@@ -99,7 +99,7 @@ class TwinBus:
         env = dict(os.environ, HISTORY_URL=f"sqlite:///{Path(self._tmp.name) / 'history.db'}")
         self._ingest = subprocess.Popen(
             [sys.executable, "-m", "citybrain.cli", "ingest", "--redis-url", redis_url,
-             "--consumer", "twin-ingest"],
+             "--consumer", "twin-ingest", "--exit-with-parent"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
