@@ -58,8 +58,8 @@ class DetectorConfig(StrictModel):
     fit_to_frame: bool = Field(
         True,
         description="run a square ONNX detection export at the camera's aspect, padded only "
-        "to the model's stride (320x192 for 16:9 frames at imgsz 320): the same detections "
-        "for about 40% less inference. Models that are not Ultralytics detection exports "
+        "to the model's stride (320x192 for 16:9 frames at imgsz 320): the same scale for "
+        "about a third less inference. Models that are not Ultralytics detection exports "
         "run as they are",
     )
     tiles: str | None = Field(

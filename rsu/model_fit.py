@@ -6,8 +6,9 @@ model's stride (320x192 for 960x540 at imgsz 320), so the same frame costs it fa
 This module re-shapes an Ultralytics detection export (ONNX, static square input) to that
 rectangle: the weights are untouched; only the input size and the constants the export
 baked in for its size change (the anchor grid, the stride of each anchor, and the anchor
-count in the head's reshapes).  The scale is the same, so the detections are the same but
-for the border anchors the padding touched.
+count in the head's reshapes).  The scale is the same, so it finds the same road users;
+boxes scored near the threshold can tip either way, as the padding around the image changed
+(94% of the square model's boxes kept on the intersection clip; BENCHMARKS.md, Run 7).
 
 Anything that does not look exactly like such an export is refused with the reason, rather
 than re-shaped into a model that silently computes garbage.
