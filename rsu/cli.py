@@ -196,23 +196,23 @@ def _export(args: argparse.Namespace) -> int:
     try:
         weights = resolve_asset(args.weights, args.data_dir)
         out_dir = Path(args.out)
-        size: int | tuple[int, int] = args.imgsz
-        if args.frame_size:
-            width, height = (int(n) for n in args.frame_size.lower().split("x"))
-            size = fitted_input(args.imgsz, width, height)
+        # (height, width) at the camera's aspect, or the square side
+        fit = fitted_input(args.imgsz, *args.frame_size) if args.frame_size else None
+        size: int | tuple[int, int] = fit or args.imgsz
         if weights.suffix == ".onnx":
             fp32 = weights  # fit or quantize an existing export; no Ultralytics needed
-            side = square_input(weights) if isinstance(size, tuple) else None
-            if isinstance(size, tuple) and side != args.imgsz:
-                raise ExportError(
-                    f"{weights.name} has a square input of {side}: pass --imgsz {side}"
-                    if side
-                    else f"{weights.name} has no static square input to fit to the frames"
-                )
-            if isinstance(size, tuple) and size[0] != size[1]:
-                target = out_dir / f"{weights.stem.removesuffix(f'-{args.imgsz}')}-"
-                fp32 = fit_file(weights, Path(f"{target}{size[1]}x{size[0]}.onnx"), *size)
-                print(f"wrote {fp32} (input {size[1]}x{size[0]})")
+            if fit is not None:
+                side = square_input(weights)
+                if side != args.imgsz:
+                    raise ExportError(
+                        f"{weights.name} has a square input of {side}: pass --imgsz {side}"
+                        if side
+                        else f"{weights.name} has no static square input to fit to the frames"
+                    )
+                if fit[0] != fit[1]:
+                    stem = weights.stem.removesuffix(f"-{args.imgsz}")
+                    fp32 = fit_file(weights, out_dir / f"{stem}-{fit[1]}x{fit[0]}.onnx", *fit)
+                    print(f"wrote {fp32} (input {fit[1]}x{fit[0]})")
         elif args.format == "engine":
             calibration = Path(args.calibration) if args.calibration else None
             engine = export_ultralytics(
@@ -239,11 +239,11 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frame_size(text: str) -> str:
+def _frame_size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 960x540; got {text!r}")
-    return text
+    return int(parts[0]), int(parts[1])
 
 
 def build_parser() -> argparse.ArgumentParser:

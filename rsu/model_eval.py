@@ -146,8 +146,8 @@ def evaluate_model(
         "classes": per_class,
         "images": len(truth.images),
         "model": model.name,
-        "imgsz": operating.imgsz if operating else detector_config.imgsz,
-        "input": f"{operating.input_hw[1]}x{operating.input_hw[0]}" if operating else None,
+        "imgsz": operating.imgsz,  # (a frame was read: see above)
+        "input": f"{operating.input_hw[1]}x{operating.input_hw[0]}",
         "operating_confidence": detector_config.confidence,
         "tiles": f"{tiles[0]}x{tiles[1]}" if tiles else None,
         "ms_per_image": round(sorted(times)[len(times) // 2], 2) if times else None,
